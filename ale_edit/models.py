@@ -137,9 +137,10 @@ def load_diffusion_models(
         local = Path(name).is_dir()
         kwargs = dict(local_files_only=True) if local else {}
         try:
-            unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", **kwargs)
-            vae = AutoencoderKL.from_pretrained(name, subfolder="vae", **kwargs)
-            text_encoder = CLIPTextModel.from_pretrained(name, subfolder="text_encoder", **kwargs)
+            unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", torch_dtype=dtype, **kwargs)
+            # The VAE runs in fp32 on every device: SD 1.x's VAE overflows in fp16 on bright images.
+            vae = AutoencoderKL.from_pretrained(name, subfolder="vae", torch_dtype=torch.float32, **kwargs)
+            text_encoder = CLIPTextModel.from_pretrained(name, subfolder="text_encoder", torch_dtype=dtype, **kwargs)
             tokenizer = CLIPTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
             scheduler = LCMScheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
         except OSError as exc:
@@ -154,8 +155,9 @@ def load_diffusion_models(
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
         module.eval()
-    unet.to(device=device, dtype=dtype)
-    text_encoder.to(device=device, dtype=dtype)
-    # The VAE runs in fp32 on every device: SD 1.x's VAE overflows in fp16 on bright images.
-    vae.to(device=device, dtype=torch.float32)
+    for module in (unet, text_encoder):
+        module.to(device)
+        if module.dtype != dtype:
+            module.to(dtype)
+    vae.to(device)
     return DiffusionModels(unet, vae, text_encoder, tokenizer, scheduler, name, device, dtype)

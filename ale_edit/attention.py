@@ -1,0 +1,245 @@
+"""Attention control for ALE-Edit: a controller holding per-step policy and state, and two processors.
+
+The sampler runs the UNet on one batch laid out as four chunks of B edits each (``BRANCHES``):
+source-unconditional, target-unconditional, source-conditional, target-conditional. The processors read B from
+the tensors (batch // 4) and the head count from the attention module; nothing assumes a batch size or a head
+count.
+
+- ``SelfAttentionInjection`` (every self-attention layer): while the controller says so for an edit, the target
+  branch's queries and keys are the source branch's (its values stay its own). Runs through SDPA.
+- ``RegionGuidedCrossAttention`` (every cross-attention layer), RGB-CAM: in the target-conditional chunk only,
+  the tokens of object i may attend only inside mask i, and the output is
+  sum_i m_i (P V(ORE_i)) + m_back (P V(background)). The other chunks run plain SDPA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+
+BRANCHES = ("source_uncond", "target_uncond", "source_cond", "target_cond")
+N_BRANCHES = len(BRANCHES)
+SOURCE_TARGET_PAIRS = ((0, 1), (2, 3))  # (source chunk, target chunk) for self-attention injection
+TARGET_COND = 3
+
+
+def injection_active(schedule: float, step_index: int, num_steps: int) -> bool:
+    """Q,K injection runs at step k while schedule > (k+1)/num_steps (the first ``schedule`` fraction)."""
+    return schedule > (step_index + 1) / num_steps
+
+
+def resize_masks_nearest(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Nearest-resize boolean masks (..., H, W) to (..., height, width)."""
+    lead = masks.shape[:-2]
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
+    out = F.interpolate(flat, size=(height, width), mode="nearest")
+    return out.reshape(*lead, height, width) > 0.5
+
+
+@dataclass
+class RegionMasks:
+    """Per-resolution masks of one layer size: what each token may attend to, and the blending regions."""
+
+    allowed: torch.Tensor  # (B, N, T) bool: pixel n may attend to token t
+    regions: torch.Tensor  # (B, 1 + K, N) float: background first, then each object's exclusive region
+
+
+@dataclass
+class EditController:
+    """Per-step policy and state shared by the processors of one sampling run.
+
+    ``object_masks`` (B, K, H, W) bool at latent resolution, zero for padded objects; ``restricted`` (B, K) bool:
+    the object has a mask (an object the detector missed is edited without masking); ``token_owner`` (B, T) long:
+    the target phrase owning each token, -1 for none; ``region_values`` (B, 1 + K, T, D): the background values
+    then ORE_1..ORE_K; ``schedules`` (B,) the self-attention injection fraction of each edit.
+    """
+
+    num_steps: int
+    schedules: torch.Tensor
+    object_masks: torch.Tensor | None = None
+    restricted: torch.Tensor | None = None
+    token_owner: torch.Tensor | None = None
+    region_values: torch.Tensor | None = None
+    self_injection: bool = True
+    rgb_cam: bool = True
+    step_index: int = 0
+    _region_cache: dict = field(default_factory=dict, repr=False)
+
+    def begin_step(self, step_index: int) -> None:
+        self.step_index = step_index
+
+    def injecting(self) -> torch.Tensor:
+        """(B,) bool: which edits inject the source's Q,K into the target branch at the current step."""
+        active = [injection_active(float(s), self.step_index, self.num_steps) for s in self.schedules]
+        return torch.tensor(active, dtype=torch.bool) & self.self_injection
+
+    @property
+    def masking(self) -> bool:
+        return self.rgb_cam and self.object_masks is not None
+
+    def region_masks(self, n_pixels: int, device, dtype) -> RegionMasks:
+        """Masks at the resolution of a layer with ``n_pixels`` queries, cached per resolution."""
+        key = (n_pixels, device, dtype)
+        if key not in self._region_cache:
+            self._region_cache[key] = self._build_region_masks(n_pixels, device, dtype)
+        return self._region_cache[key]
+
+    def _build_region_masks(self, n_pixels: int, device, dtype) -> RegionMasks:
+        b, k, h, w = self.object_masks.shape
+        scale = math.sqrt(h * w / n_pixels)
+        lh, lw = round(h / scale), round(w / scale)
+        if lh * lw != n_pixels:
+            raise ValueError(f"cannot place {n_pixels} attention queries on a {h}x{w} latent grid")
+        masks = resize_masks_nearest(self.object_masks, lh, lw).reshape(b, k, n_pixels)  # (B, K, N)
+        masks = masks & self.restricted[:, :, None]
+        # Tokens of object i may attend only inside mask i; other tokens (and unrestricted objects) anywhere.
+        owner = self.token_owner  # (B, T)
+        allowed = torch.ones(b, n_pixels, owner.shape[1], dtype=torch.bool)
+        for i in range(k):
+            owned = (owner == i) & self.restricted[:, i : i + 1]  # (B, T)
+            allowed &= ~owned[:, None, :] | masks[:, i, :, None]
+        # Pixels claimed by two or more objects count as background.
+        claims = masks.sum(dim=1, keepdim=True)
+        exclusive = masks & (claims == 1)
+        background = ~exclusive.any(dim=1, keepdim=True)
+        regions = torch.cat([background, exclusive], dim=1).to(dtype)
+        return RegionMasks(allowed.to(device), regions.to(device))
+
+
+def _to_heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    b, n, _ = x.shape
+    return x.view(b, n, attn.heads, -1).transpose(1, 2)  # (b, heads, n, d)
+
+
+def _from_heads(x: torch.Tensor) -> torch.Tensor:
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+class _ProcessorBase:
+    """The prelude and epilogue of diffusers' AttnProcessor2_0, around a core that subclasses define."""
+
+    def __init__(self, controller: EditController):
+        self.controller = controller
+
+    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        if attention_mask is not None:
+            raise NotImplementedError("ALE-Edit processors do not take an attention mask from the UNet")
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        out = self.attend(attn, hidden_states, encoder_hidden_states)
+
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    def attend(self, attn: Attention, hidden_states, encoder_hidden_states):
+        raise NotImplementedError
+
+
+def _chunks(x: torch.Tensor) -> list[torch.Tensor]:
+    if x.shape[0] % N_BRANCHES:
+        raise ValueError(f"batch of {x.shape[0]} is not {N_BRANCHES} branches of equal size")
+    return list(x.chunk(N_BRANCHES, dim=0))
+
+
+class SelfAttentionInjection(_ProcessorBase):
+    """Self-attention where, while injecting, the target branch uses the source branch's queries and keys."""
+
+    def attend(self, attn, hidden_states, encoder_hidden_states):
+        if encoder_hidden_states is not None:
+            raise ValueError("SelfAttentionInjection installed on a cross-attention layer")
+        q = _to_heads(attn, attn.to_q(hidden_states))
+        k = _to_heads(attn, attn.to_k(hidden_states))
+        v = _to_heads(attn, attn.to_v(hidden_states))
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        inject = self.controller.injecting()
+        if inject.any():
+            qs, ks = _chunks(q), _chunks(k)
+            sel = inject.to(q.device)[:, None, None, None]
+            for src, tgt in SOURCE_TARGET_PAIRS:
+                qs[tgt] = torch.where(sel, qs[src], qs[tgt])
+                ks[tgt] = torch.where(sel, ks[src], ks[tgt])
+            q, k = torch.cat(qs), torch.cat(ks)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return _from_heads(out).to(q.dtype)
+
+
+class RegionGuidedCrossAttention(_ProcessorBase):
+    """RGB-CAM: masked cross-attention with region-wise ORE values in the target-conditional branch."""
+
+    def attend(self, attn, hidden_states, encoder_hidden_states):
+        if encoder_hidden_states is None:
+            raise ValueError("RegionGuidedCrossAttention installed on a self-attention layer")
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        q = _to_heads(attn, attn.to_q(hidden_states))
+        k = _to_heads(attn, attn.to_k(encoder_hidden_states))
+        v = _to_heads(attn, attn.to_v(encoder_hidden_states))
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        ctl = self.controller
+        if not ctl.masking:
+            return _from_heads(F.scaled_dot_product_attention(q, k, v))
+        qs, ks, vs = _chunks(q), _chunks(k), _chunks(v)
+        # Source branch and unconditional chunks: plain attention, one SDPA call.
+        plain = F.scaled_dot_product_attention(torch.cat(qs[:TARGET_COND]), torch.cat(ks[:TARGET_COND]),
+                                               torch.cat(vs[:TARGET_COND]))
+        target = self.region_guided(attn, qs[TARGET_COND], ks[TARGET_COND])
+        return _from_heads(torch.cat([plain, target]))
+
+    def masked_probabilities(self, attn, q, k) -> torch.Tensor:
+        """P: (B, heads, N, T) softmax over tokens, object tokens masked outside their objects.
+
+        q: (B, heads, N, d), k: (B, heads, T, d) of the target-conditional chunk. A query never loses every
+        token: BOS belongs to no object.
+        """
+        masks = self.controller.region_masks(q.shape[2], q.device, q.dtype)
+        scores = (q @ k.transpose(-1, -2)) * attn.scale
+        scores = scores.float().masked_fill(~masks.allowed[:, None], float("-inf"))
+        return scores.softmax(dim=-1).to(q.dtype)
+
+    def region_guided(self, attn, q, k):
+        ctl = self.controller
+        masks = ctl.region_masks(q.shape[2], q.device, q.dtype)
+        probs = self.masked_probabilities(attn, q, k)
+        b, n_regions, t, d = ctl.region_values.shape
+        values = attn.to_v(ctl.region_values.reshape(b * n_regions, t, d).to(q.dtype))
+        values = values.view(b, n_regions, t, attn.heads, -1).permute(0, 1, 3, 2, 4)  # (B, R, heads, T, dh)
+        per_region = probs[:, None] @ values  # (B, R, heads, N, dh)
+        weights = masks.regions[:, :, None, :, None]  # (B, R, 1, N, 1)
+        return (per_region * weights).sum(dim=1)
+
+
+def install_processors(unet, controller: EditController) -> dict:
+    """Install ALE's processors on every attention layer (attn1: self, attn2: cross); return the previous ones."""
+    previous = dict(unet.attn_processors)
+    processors = {}
+    self_proc, cross_proc = SelfAttentionInjection(controller), RegionGuidedCrossAttention(controller)
+    for name in previous:
+        if name.endswith("attn1.processor"):
+            processors[name] = self_proc
+        elif name.endswith("attn2.processor"):
+            processors[name] = cross_proc
+        else:
+            raise ValueError(f"unexpected attention layer {name}: neither self- (attn1) nor cross- (attn2) attention")
+    unet.set_attn_processor(processors)
+    return previous

@@ -1,0 +1,19 @@
+"""The ``ale-edit`` command line."""
+
+from __future__ import annotations
+
+import click
+
+from .commands.edit import edit
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ale-edit")
+def main():
+    """ALE-Edit: attribute-leakage-free multi-object image editing, and the ALE-Bench benchmark."""
+
+
+main.add_command(edit)
+
+if __name__ == "__main__":
+    main()
