@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import pytest
+
+# Tests never reach a model hub: every model is tiny and built offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 ALE_BENCH = Path(__file__).resolve().parents[2] / "shared" / "ale_bench"
 

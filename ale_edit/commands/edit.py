@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import save_image, write_json
-from ..editor import SCHEDULES, EditRequest, Editor, EditSettings
+from ..editor import SCHEDULES, EditRequest, Editor, EditSettings, validate_request
 from ..errors import EditInputError
 from ..io import load_image, load_mask
 from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models
@@ -89,11 +89,10 @@ def edit(image, edits, mask_args, edit_type, schedule, model, detector, segmente
         raise click.UsageError(str(exc)) from exc
     try:
         source = load_image(image)
+        # Check the pairs and which phrases have masks before reading any mask file.
+        validate_request(EditRequest(source, pairs, dict.fromkeys(mask_files), edit_type, schedule, seed))
         masks = {p: load_mask(f, source.size, name=p) for p, f in mask_files.items()}
         request = EditRequest(source, pairs, masks, edit_type=edit_type, schedule=schedule, seed=seed)
-        from ..editor import validate_request
-
-        validate_request(request)
         models = load_diffusion_models(model, device, dtype)
         detect = None
         if any(p not in masks for p, _ in pairs):
