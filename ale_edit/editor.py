@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from .attention import EditController, install_processors, resize_masks_nearest
+from .embeddings import TextEncoder, encoder_id
 from .errors import EditInputError
 from .masks import dilate_mask, dilation_radius
 from .models import DiffusionModels
@@ -152,10 +153,13 @@ class Editor:
     """Edits images with ALE-Edit on loaded diffusion models; ``detector`` finds masks not given."""
 
     def __init__(self, models: DiffusionModels, settings: EditSettings = EditSettings(),
-                 detector: Detector | None = None, *, progress: bool = True):
+                 detector: Detector | None = None, *, text_encoder: TextEncoder | None = None,
+                 progress: bool = True):
         self.models = models
         self.settings = settings
         self.detector = detector
+        self.text_encoder = text_encoder or TextEncoder(
+            models.tokenizer, models.text_encoder, encoder_id(models.name, models.dtype))
         self.progress = progress
 
     # -- masks ------------------------------------------------------------------------------------------------
@@ -208,7 +212,7 @@ class Editor:
         work_w, work_h = images[0].size
         resolved = [self.resolve_masks(r, im) for r, im in zip(requests, images)]
         plans = [
-            build_text_plan(m.tokenizer, m.text_encoder, r.pairs, use_ore=st.ore, eos=st.eos,
+            build_text_plan(m.tokenizer, self.text_encoder, r.pairs, use_ore=st.ore, eos=st.eos,
                             zeroing=st.ore_zeroing, index_quirk=st.ore_index_quirk)
             for r in requests
         ]

@@ -12,7 +12,7 @@ positions 1 .. len_i of its own standalone encoding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 
@@ -202,7 +202,7 @@ class TextPlan:
 @torch.no_grad()
 def build_text_plan(
     tokenizer,
-    text_encoder,
+    encode: Callable[[Sequence[str]], torch.Tensor],
     pairs: Sequence[tuple[str, str]],
     *,
     use_ore: bool = True,
@@ -212,6 +212,9 @@ def build_text_plan(
 ) -> TextPlan:
     """Lay out and encode the source and target prompts of an edit and derive the ORE.
 
+    ``encode(prompts)`` returns E(p) for each prompt, (n, 77, D): ``encode_prompts`` bound to a text encoder, or
+    a cached ``embeddings.TextEncoder``.
+
     With ``use_ore=False`` (the ablation without ORE) the source and target branches get the plain base
     embeddings, and RGB-CAM uses the plain target base as the values of every region.
     """
@@ -220,7 +223,7 @@ def build_text_plan(
     src_layout = layout_prompt(tokenizer, sources)
     tgt_layout = layout_prompt(tokenizer, targets)
     prompts = ["", src_layout.text, tgt_layout.text, *sources, *targets]
-    embeds = encode_prompts(tokenizer, text_encoder, prompts)
+    embeds = encode(prompts)
     n = len(pairs)
     uncond, src_base, tgt_base = embeds[0], embeds[1], embeds[2]
     src_phrases, tgt_phrases = embeds[3 : 3 + n], embeds[3 + n :]

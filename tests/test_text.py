@@ -121,7 +121,7 @@ def test_index_quirk_differs_from_the_fix_for_two_or_more_objects(tiny_models):
 
 
 def test_text_plan_branches(tiny_models):
-    plan = build_text_plan(tiny_models.tokenizer, tiny_models.text_encoder, PAIRS[:2])
+    plan = build_text_plan(tiny_models.tokenizer, lambda p: encode(tiny_models, p), PAIRS[:2])
     base_t, base_s = encode(tiny_models, [plan.target.text, plan.source.text])
     # The target branch is conditioned on the ordinary target prompt; the source on its substituted base.
     assert torch.equal(plan.target_cond, base_t)
