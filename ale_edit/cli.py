@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .commands.edit import edit
+from .commands.score import score
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,6 +15,7 @@ def main():
 
 
 main.add_command(edit)
+main.add_command(score)
 
 if __name__ == "__main__":
     main()

@@ -161,3 +161,29 @@ def load_diffusion_models(
             module.to(dtype)
     vae.to(device)
     return DiffusionModels(unet, vae, text_encoder, tokenizer, scheduler, name, device, dtype)
+
+
+def load_text_encoder(
+    name: str = DEFAULT_DIFFUSION_MODEL,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    *,
+    seed: int = 0,
+) -> tuple[CLIPTokenizer, CLIPTextModel, torch.dtype]:
+    """Only the tokenizer and text encoder of a diffusion model (the embed stage needs no UNet or VAE)."""
+    device = resolve_device(device)
+    dtype = resolve_dtype(device, dtype)
+    if name == TINY:
+        text_encoder = build_tiny_diffusion_models(seed)[2]
+        tokenizer = clip_tokenizer()
+    else:
+        kwargs = dict(local_files_only=True) if Path(name).is_dir() else {}
+        try:
+            text_encoder = CLIPTextModel.from_pretrained(name, subfolder="text_encoder", torch_dtype=dtype, **kwargs)
+            tokenizer = CLIPTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
+        except OSError as exc:
+            raise OSError(f"cannot load the text encoder of {name!r} ({exc})") from exc
+    text_encoder.requires_grad_(False).eval().to(device)
+    if text_encoder.dtype != dtype:
+        text_encoder.to(dtype)
+    return tokenizer, text_encoder, dtype

@@ -1,0 +1,167 @@
+"""Materialising ALE-Bench into a clean folder: validated images, binary masks, the authors' instances, a manifest.
+
+The source is a local folder in ALE-Bench's layout, or a git repository (the authors' ``ml-postech/ALE``, pinned
+to a commit) holding one in a sub-folder. What comes out is regular: every image readable, every mask an 8-bit
+0/255 PNG of its image's size named ``<phrase>_mask.png``, every oddity of the source written in the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..io import mask_from_image
+from .dataset import BenchLayoutError, image_path, list_images, mask_phrase
+
+AUTHORS_REPOSITORY = "https://github.com/ml-postech/ALE.git"
+AUTHORS_COMMIT = "f43ce869e6430f21a5a795aec22922565a1a1bee"
+AUTHORS_SUBDIR = "ale_bench"
+
+
+def is_git_source(source: str) -> bool:
+    return source.endswith(".git") or source.startswith(("https://", "http://", "git@", "ssh://"))
+
+
+@contextmanager
+def bench_source(source: str, rev: str | None = None, subdir: str = AUTHORS_SUBDIR) -> Iterator[Path]:
+    """Yield the ALE-Bench folder of ``source``: a local folder as it is, or a git repository checked out at
+    ``rev`` into a temporary folder (``subdir`` inside it)."""
+    if not is_git_source(source):
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            raise BenchLayoutError(f"benchmark source {path} is not a folder (set bench.source to a local copy of "
+                                   f"ALE-Bench, e.g. ../shared/ale_bench, or to the authors' git repository)")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="ale_bench_git_") as tmp:
+        try:
+            subprocess.run(["git", "clone", "--quiet", "--filter=blob:none", "--no-checkout", source, tmp],
+                           check=True, capture_output=True, text=True, timeout=600)
+            subprocess.run(["git", "-C", tmp, "checkout", "--quiet", rev or "HEAD"], check=True,
+                           capture_output=True, text=True, timeout=600)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            raise BenchLayoutError(
+                f"cannot fetch ALE-Bench from {source} at {rev or 'HEAD'}: {detail.strip()}. Offline, point "
+                f"bench.source at a local copy in ALE-Bench's layout (images/, masks/, prompts/), e.g. "
+                f"`dvc exp run -S bench.source=../shared/ale_bench`."
+            ) from exc
+        path = Path(tmp) / subdir
+        if not path.is_dir():
+            raise BenchLayoutError(f"{source} at {rev} has no folder {subdir!r}")
+        yield path
+
+
+def select_images(available: Sequence[str], names: Sequence[str] = (), limit: int = 0) -> list[str]:
+    """The images to keep: ``names`` (all when empty; each must exist), then the first ``limit`` (0: all)."""
+    missing = sorted(set(names) - set(available))
+    if missing:
+        raise BenchLayoutError(f"images {missing} are not in the benchmark (it has {len(available)}: "
+                               f"{', '.join(available[:5])}, ...)")
+    chosen = [n for n in available if not names or n in names]
+    return chosen[:limit] if limit else chosen
+
+
+def _read_image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise BenchLayoutError(f"benchmark image cannot be read (corrupt or not an image): {path}: {exc}") from exc
+
+
+def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
+    """Copy ``images`` with their masks and the instances under ``source_root`` into ``out``; return the manifest.
+
+    Images are copied byte for byte. Masks are binarised at 0.5 (RGBA and antialiased ones occur) and resized
+    (nearest) to their image's size when they differ; stray files are skipped. Each such event is a note in the
+    manifest. An unreadable image or mask is an error naming the file.
+    """
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    entries, skipped = [], []
+    for name in images:
+        src = image_path(source_root, name)
+        width, height = _read_image_size(src)
+        shutil.copyfile(src, out / "images" / src.name)
+        notes, objects = [], {}
+        mask_dir = source_root / "masks" / name
+        if not mask_dir.is_dir():
+            notes.append("no mask folder")
+        for path in sorted(mask_dir.iterdir()) if mask_dir.is_dir() else []:
+            if path.name.startswith(".") or not path.is_file() or path.suffix.lower() != ".png":
+                skipped.append(str(path.relative_to(source_root)))
+                continue
+            phrase = mask_phrase(path.name)
+            try:
+                with Image.open(path) as im:
+                    im.load()
+                    mode, size = im.mode, im.size
+                    if size != (width, height):
+                        notes.append(f"{path.name}: {size[0]}x{size[1]} resized to {width}x{height} (nearest)")
+                        warnings.warn(f"{name}/{path.name} is {size}, its image {(width, height)}: resized")
+                        im = im.resize((width, height), Image.NEAREST)
+                    mask = mask_from_image(im)
+            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+                raise BenchLayoutError(f"mask cannot be read: {path}: {exc}") from exc
+            grey = np.unique(np.asarray(Image.open(path).convert("L")))
+            if mode != "L" or len(grey) > 2:
+                notes.append(f"{path.name}: mode {mode}, {len(grey)} grey levels, binarised at 0.5")
+            if not mask.any():
+                notes.append(f"{path.name}: empty mask, skipped")
+                continue
+            if phrase in objects:
+                raise BenchLayoutError(f"two masks for {phrase!r} in {mask_dir}")
+            target = out / "masks" / name / f"{phrase}_mask.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L").save(target)
+            objects[phrase] = str(target.relative_to(out))
+        entries.append({"image": name, "file": f"images/{src.name}", "width": width, "height": height,
+                        "objects": objects, "notes": notes})
+    prompts = source_root / "prompts"
+    if prompts.is_dir():
+        for path in sorted(prompts.glob("*/*/*_prompts.json")):
+            image = path.name[: -len("_prompts.json")]
+            if image in images:
+                target = out / "prompts" / path.relative_to(prompts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+    return {"images": entries, "skipped": skipped}
+
+
+def available_images(source_root: Path) -> list[str]:
+    return list_images(source_root)
+
+
+def load_objects(manifest: dict) -> dict[str, list[str]]:
+    """``{image: [phrase, ...]}`` from a manifest."""
+    return {e["image"]: sorted(e["objects"]) for e in manifest["images"]}
+
+
+def manifest_entry(manifest: dict, image: str) -> dict:
+    for e in manifest["images"]:
+        if e["image"] == image:
+            return e
+    raise BenchLayoutError(f"image {image!r} is not in the benchmark manifest")
+
+
+def copy_tree_atomically(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by ``src`` (a finished temporary folder) in as few steps as the filesystem allows."""
+    dst = Path(dst)
+    old = dst.with_name(f".{dst.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old.exists():
+        shutil.rmtree(old)

@@ -1,0 +1,209 @@
+"""Loading the models the ALE-Bench metrics need: CLIP, DINO ViT-B/8 and LPIPS (SqueezeNet).
+
+Each loads from a hub id or a local directory for real use, or is built tiny from a config with seeded random
+weights (``"tiny"``), offline, for tests. The real models are the ones the published numbers were computed with:
+
+- CLIP ViT-L/14, OpenAI weights (``openai/clip-vit-large-patch14``), as torchmetrics' ``CLIPScore`` loads it, with
+  the PIL-based CLIP image processor (bicubic resize of the short side to 224, centre crop, CLIP mean/std) that
+  transformers 4.x used by default;
+- DINO ViT-B/8 (``facebook/dino-vitb8``, transformers ``ViTModel``); the structure distance reads the last layer's
+  keys with a forward hook on its key projection (see ``dino_key_projection``);
+- LPIPS with the SqueezeNet backbone, torchmetrics' module. Its linear heads ship inside torchmetrics; its backbone's
+  ImageNet weights come from torchvision's download cache (``$TORCH_HOME/hub/checkpoints``), so a machine without
+  internet needs that file there once.
+
+Metrics run in float32 by default on every device (the published numbers are fp32); pass a dtype to change that.
+The device comes from ``ale_edit.models.resolve_device``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, ViTConfig, ViTModel
+
+from ..models import resolve_device, resolve_dtype
+from ..tokenizer import clip_tokenizer
+
+try:  # transformers >= 5: the PIL-based processor is the one that reproduces transformers 4.x's default
+    from transformers import CLIPImageProcessorPil as _ClipImageProcessor
+except ImportError:  # transformers 4.x: its CLIPImageProcessor is the PIL-based one
+    from transformers import CLIPImageProcessor as _ClipImageProcessor
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
+DEFAULT_DINO_MODEL = "facebook/dino-vitb8"
+DEFAULT_LPIPS_NET = "squeeze"
+TINY = "tiny"
+REAL = "real"
+PRESETS = (REAL, TINY)
+LPIPS_NETS = (DEFAULT_LPIPS_NET, TINY)
+TINY_LPIPS_SIZE = 64  # the tiny LPIPS resizes its input to this, so full-size test images stay cheap on CPU
+
+
+@dataclass
+class MetricModels:
+    """CLIP (model, tokenizer, image processor), DINO and LPIPS, on one device, in eval mode, without gradients."""
+
+    clip: CLIPModel
+    clip_tokenizer: CLIPTokenizer
+    clip_processor: object
+    dino: ViTModel
+    lpips: nn.Module
+    device: torch.device
+    dtype: torch.dtype
+    names: dict[str, str] = field(default_factory=dict)
+
+
+def build_tiny_clip(seed: int = 0) -> CLIPModel:
+    """A CLIP model with the real 49,408-token vocabulary and 77 positions, 224-px input, tiny and random."""
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            image_size=224, patch_size=32,
+        ),
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIPModel(config)
+
+
+def build_tiny_dino(seed: int = 0) -> ViTModel:
+    """A ViT with DINO ViT-B/8's patch size (8) and 224-px positions, 2 layers of width 32, random weights."""
+    config = ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        image_size=224, patch_size=8, qkv_bias=True, layer_norm_eps=1e-6,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ViTModel(config, add_pooling_layer=False)
+
+
+def build_lpips(net: str = DEFAULT_LPIPS_NET, seed: int = 0) -> nn.Module:
+    """torchmetrics' LPIPS module with the SqueezeNet backbone.
+
+    ``"squeeze"``: ImageNet-trained backbone (torchvision weights, downloaded once into the torch hub cache) and
+    the LPIPS linear heads shipped with torchmetrics; this is what ``LearnedPerceptualImagePatchSimilarity(
+    net_type="squeeze")`` holds. ``"tiny"``: the same architecture and heads over a randomly initialised backbone
+    (``pnet_rand=True``), reading its input resized to ``TINY_LPIPS_SIZE`` px (torchmetrics' ``resize``), so
+    nothing is downloaded and 1000-px images score in milliseconds.
+    """
+    # The module class is private in torchmetrics, but it is exactly what the public metric wraps (``metric.net``),
+    # and the public metric cannot be built without the download, nor give per-image or spatial scores.
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    if net not in LPIPS_NETS:
+        raise ValueError(f"unknown LPIPS net {net!r}; choose one of {LPIPS_NETS}")
+    if net == TINY:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return _NoTrainLpips(net="squeeze", pnet_rand=True, resize=TINY_LPIPS_SIZE)
+    try:
+        return _NoTrainLpips(net="squeeze")
+    except (OSError, RuntimeError) as exc:  # urllib's URLError is an OSError
+        raise OSError(
+            f"cannot load LPIPS' SqueezeNet backbone ({exc}). torchvision downloads squeezenet1_1 weights into "
+            f"{torch.hub.get_dir()}/checkpoints once; copy the file there on an offline machine, or use 'tiny'."
+        ) from exc
+
+
+def _pretrained_kwargs(name: str) -> dict:
+    # A local folder must not fall back to the hub (and its misleading network errors).
+    return dict(local_files_only=True) if Path(name).is_dir() else {}
+
+
+def load_clip(name: str = DEFAULT_CLIP_MODEL, *, seed: int = 0) -> tuple[CLIPModel, CLIPTokenizer, object]:
+    """CLIP model, tokenizer and PIL-based image processor from a hub id or local folder; ``"tiny"`` offline."""
+    if name == TINY:
+        return build_tiny_clip(seed), clip_tokenizer(), _ClipImageProcessor()
+    kwargs = _pretrained_kwargs(name)
+    try:
+        model = CLIPModel.from_pretrained(name, **kwargs)
+        tokenizer = CLIPTokenizer.from_pretrained(name, **kwargs)
+        processor = _ClipImageProcessor.from_pretrained(name, **kwargs)
+    except OSError as exc:
+        raise OSError(
+            f"cannot load the CLIP model {name!r} ({exc}). Give a hub id reachable from here, a local folder "
+            f"saved with save_pretrained (model, tokenizer and preprocessor_config.json), or 'tiny'."
+        ) from exc
+    return model, tokenizer, processor
+
+
+def load_dino(name: str = DEFAULT_DINO_MODEL, *, seed: int = 0) -> ViTModel:
+    """DINO ViT from a hub id or local folder (without the unused pooler); ``"tiny"`` builds one offline."""
+    if name == TINY:
+        return build_tiny_dino(seed)
+    try:
+        return ViTModel.from_pretrained(name, add_pooling_layer=False, **_pretrained_kwargs(name))
+    except OSError as exc:
+        raise OSError(
+            f"cannot load the DINO model {name!r} ({exc}). Give a hub id reachable from here, a local ViTModel "
+            f"folder, or 'tiny'."
+        ) from exc
+
+
+def dino_key_projection(model: ViTModel) -> nn.Module:
+    """The last transformer layer's key projection (output: keys of all heads, concatenated, CLS token first).
+
+    transformers 5 names it ``layers[-1].attention.k_proj``; 4.x named it ``encoder.layer[-1].attention.attention
+    .key``. Both are a Linear whose output, split into heads, is what DINO's ``qkv`` gives as keys.
+    """
+    layers = getattr(model, "layers", None)
+    if layers is None and hasattr(model, "encoder"):
+        layers = model.encoder.layer
+    if layers is None:
+        raise TypeError(f"{type(model).__name__} has no transformer layers where a ViT keeps them")
+    attention = layers[-1].attention
+    for path in ("k_proj", "attention.key", "key"):
+        module = attention
+        try:
+            for part in path.split("."):
+                module = getattr(module, part)
+        except AttributeError:
+            continue
+        return module
+    raise TypeError(f"cannot find the key projection of the last layer of {type(model).__name__}")
+
+
+def load_metric_models(
+    preset: str = REAL,
+    *,
+    clip: str | None = None,
+    dino: str | None = None,
+    lpips: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = "fp32",
+    seed: int = 0,
+) -> MetricModels:
+    """Load all metric models. ``preset`` ``"real"`` or ``"tiny"`` picks the defaults; ``clip``/``dino`` (a hub
+    id, a local folder or ``"tiny"``) and ``lpips`` (``"squeeze"`` or ``"tiny"``) override one model each.
+
+    ``dtype`` applies to CLIP and DINO (``None``/``"auto"``: ``resolve_dtype``'s choice); LPIPS always runs in fp32.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {PRESETS}")
+    tiny = preset == TINY
+    clip_name = clip or (TINY if tiny else DEFAULT_CLIP_MODEL)
+    dino_name = dino or (TINY if tiny else DEFAULT_DINO_MODEL)
+    lpips_name = lpips or (TINY if tiny else DEFAULT_LPIPS_NET)
+    device = resolve_device(device)
+    dtype = resolve_dtype(device, dtype)
+
+    clip_model, tokenizer, processor = load_clip(clip_name, seed=seed)
+    dino_model = load_dino(dino_name, seed=seed + 1)
+    lpips_model = build_lpips(lpips_name, seed=seed + 2)
+    for module, module_dtype in ((clip_model, dtype), (dino_model, dtype), (lpips_model, torch.float32)):
+        module.requires_grad_(False)
+        module.eval()
+        module.to(device=device, dtype=module_dtype)
+    return MetricModels(
+        clip=clip_model, clip_tokenizer=tokenizer, clip_processor=processor, dino=dino_model, lpips=lpips_model,
+        device=device, dtype=dtype, names={"clip": clip_name, "dino": dino_name, "lpips": lpips_name},
+    )

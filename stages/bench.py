@@ -1,0 +1,31 @@
+"""Stage bench: materialise ALE-Bench under data/bench (images, binary masks, the authors' instances, manifest)."""
+
+import click
+
+from _common import atomic_dir, load_params
+
+from ale_edit.atomic import write_json
+from ale_edit.bench.materialize import available_images, bench_source, materialize, select_images
+from ale_edit.errors import EditInputError
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--out", default="data/bench", show_default=True)
+def main(params_file, out):
+    p = load_params(params_file)["bench"]
+    try:
+        with bench_source(str(p["source"]), p.get("rev"), p.get("subdir", "ale_bench")) as root:
+            images = select_images(available_images(root), p.get("images") or [], int(p.get("limit") or 0))
+            with atomic_dir(out) as tmp:
+                manifest = materialize(root, tmp, images)
+                manifest.update(source=str(p["source"]), rev=p.get("rev"))
+                write_json(tmp / "manifest.json", manifest)
+    except EditInputError as exc:
+        raise click.ClickException(str(exc)) from exc
+    n_masks = sum(len(e["objects"]) for e in manifest["images"])
+    click.echo(f"bench: {len(images)} images, {n_masks} masks, {len(manifest['skipped'])} stray files skipped -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Stage embed: the text encodings of every prompt the edits need, cached in Parquet by (encoder, text)."""
+
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from _common import load_params, model_name
+
+from ale_edit.embeddings import TextEncoder, encoder_id
+from ale_edit.models import load_text_encoder
+from ale_edit.text import JOINER
+
+
+def texts_for(table: pd.DataFrame) -> list[str]:
+    """The empty prompt, the joined source and target prompts, and every phrase alone."""
+    texts = {""}
+    for sources, targets in zip(table["sources"], table["targets"]):
+        texts.update([JOINER.join(sources), JOINER.join(targets), *sources, *targets])
+    return sorted(texts)
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--edits", default="data/prompts/edits.parquet", show_default=True)
+@click.option("--out", default="data/embeddings/text.parquet", show_default=True)
+def main(params_file, edits, out):
+    params = load_params(params_file)
+    name = model_name(params, "diffusion")
+    tokenizer, text_encoder, dtype = load_text_encoder(name, params["model"]["device"], params["model"]["dtype"])
+    encoder = TextEncoder(tokenizer, text_encoder, encoder_id(name, dtype))
+    cached = encoder.load(out)
+    texts = texts_for(pd.read_parquet(edits))
+    encoder.ensure(texts)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    encoder.save(out)
+    click.echo(f"embed: {len(texts)} texts, {encoder.encoded} encoded now, {cached} were cached -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Stage masks: the masks every edit uses, from Grounded-SAM and/or imported refined masks, with their origin."""
+
+import functools
+import json
+from pathlib import Path
+
+import click
+import pandas as pd
+from tqdm.auto import tqdm
+
+from _common import atomic_dir, load_params, model_name
+
+from ale_edit.atomic import write_json
+from ale_edit.bench.runner import build_edit_masks, mask_phrase_sets
+from ale_edit.editor import working_size
+from ale_edit.io import load_image
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--bench", default="data/bench", show_default=True)
+@click.option("--edits", default="data/prompts/edits.parquet", show_default=True)
+@click.option("--out", default="data/masks", show_default=True)
+def main(params_file, bench, edits, out):
+    params = load_params(params_file)
+    p, size = params["masks"], int(params["edit"]["size"])
+    bench = Path(bench)
+    manifest = json.loads((bench / "manifest.json").read_text())
+    entries = {e["image"]: e for e in manifest["images"]}
+    manual_root = Path(p["manual_dir"]) if p.get("manual_dir") else bench / "masks"
+    sets = mask_phrase_sets(pd.read_parquet(edits))
+    detect = None
+    if p["source"] != "manual":
+        from ale_edit.grounding import detect_masks, load_grounding_models
+
+        models = load_grounding_models(model_name(params, "detector"), model_name(params, "segmenter"),
+                                       device=params["model"]["device"])
+        detect = functools.partial(detect_masks, models=models, box_threshold=float(p["box_threshold"]),
+                                   text_threshold=float(p["text_threshold"]))
+    records = []
+    with atomic_dir(out) as tmp:
+        for image_name, phrase_sets in tqdm(sets.items(), desc="masks"):
+            image = load_image(bench / entries[image_name]["file"])
+            # Masks are made at the working size the editor sees, as the authors detect on the resized image.
+            image = image.resize(working_size(image, size))
+            manual_dir = manual_root / image_name
+            manual = {f.name.split("_", 1)[0]: f for f in manual_dir.glob("*_mask.png")} if manual_dir.is_dir() else {}
+            records += build_edit_masks(image, image_name, phrase_sets, tmp, source=p["source"], manual=manual,
+                                        detect=detect)
+        write_json(tmp / "masks.json", records)
+    counts = pd.Series([r["origin"] for r in records]).value_counts().to_dict()
+    click.echo(f"masks ({p['source']}): {counts} -> {out}")
+
+
+if __name__ == "__main__":
+    main()

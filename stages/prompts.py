@@ -1,0 +1,54 @@
+"""Stage prompts: the edit table (one row per edit, stable ids), imported from the authors or generated."""
+
+import json
+from pathlib import Path
+
+import click
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from _common import edit_type_of, load_params
+
+from ale_edit.atomic import atomic_path
+from ale_edit.bench.dataset import load_prompt_instances
+from ale_edit.bench.instances import edit_table, generate_instances, load_attribute_dictionary
+from ale_edit.bench.materialize import load_objects
+from ale_edit.errors import EditInputError
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--bench", default="data/bench", show_default=True)
+@click.option("--dictionary", default="data/attributes.yaml", show_default=True)
+@click.option("--out", default="data/prompts/edits.parquet", show_default=True)
+def main(params_file, bench, dictionary, out):
+    p = load_params(params_file)["prompts"]
+    manifest = json.loads((Path(bench) / "manifest.json").read_text())
+    objects = load_objects(manifest)
+    types = [edit_type_of(k) for k in p["edit_types"]]
+    counts, n = [int(c) for c in p["object_counts"]], int(p["instances"])
+    try:
+        if p["mode"] == "official":
+            found = load_prompt_instances(bench, n_objects=counts, edit_types=types, images=sorted(objects))
+            instances = [i for i in found if i.index < n]
+            if not instances:
+                raise EditInputError(f"no official instances under {bench}/prompts for these images, types and counts")
+        elif p["mode"] == "generated":
+            instances = generate_instances(objects, load_attribute_dictionary(dictionary), edit_types=types,
+                                           object_counts=counts, instances=n, seed=int(p["seed"]))
+        else:
+            raise EditInputError(f"prompts.mode must be 'official' or 'generated', not {p['mode']!r}")
+        for i in instances:
+            unknown = sorted(set(i.sources) - set(objects[i.image]))
+            if unknown:
+                raise EditInputError(f"edit {i.key} names {unknown}, which have no mask in the benchmark")
+        table = edit_table(instances)
+    except EditInputError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+    click.echo(f"prompts ({p['mode']}): {len(table)} edits over {table['image'].nunique()} images -> {out}")
+
+
+if __name__ == "__main__":
+    main()

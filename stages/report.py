@@ -1,0 +1,64 @@
+"""Stage report: ALE-Bench metrics over every edit type (metrics/ale_bench.json), a per-type table for
+``dvc plots``, and image grids (source | masks | edited) of a few edits per type."""
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+
+from _common import atomic_dir, edit_type_of, load_params, schedule_key
+
+from ale_edit.atomic import atomic_path, save_image, write_json
+from ale_edit.bench.figures import edit_grid
+from ale_edit.bench.scoring import METRIC_COLUMNS, aggregate, to_jsonable
+from ale_edit.io import load_image, load_mask
+
+
+@click.command()
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--bench", default="data/bench", show_default=True)
+@click.option("--metrics", "metrics_file", default="metrics/ale_bench.json", show_default=True)
+@click.option("--plots", "plots_dir", default="plots", show_default=True)
+def main(params_file, bench, metrics_file, plots_dir):
+    params = load_params(params_file)
+    types = [edit_type_of(k) for k in params["prompts"]["edit_types"]]
+    per_edit = pd.concat([pd.read_parquet(Path("scores") / schedule_key(t) / "per_edit.parquet") for t in types],
+                         ignore_index=True)
+    metrics = to_jsonable(aggregate(per_edit))
+    write_json(metrics_file, metrics)
+
+    plots = Path(plots_dir)
+    by_type = pd.DataFrame([{"edit_type": t, **{m: metrics["by_type"][t].get(m) for m in METRIC_COLUMNS}}
+                            for t in types])
+    plots.mkdir(parents=True, exist_ok=True)
+    with atomic_path(plots / "metrics_by_type.csv") as tmp:
+        by_type.to_csv(tmp, index=False)
+
+    manifest = json.loads((Path(bench) / "manifest.json").read_text())
+    entries = {e["image"]: e for e in manifest["images"]}
+    n = int(params["score"]["grid_edits"])
+    with atomic_dir(plots / "grids") as tmp:
+        for t in types:
+            results = Path("results") / schedule_key(t)
+            table = pd.read_parquet(results / "edits.parquet")
+            table = table.sort_values("edit_id").head(n) if len(table) else table
+            rows = []
+            for row in table.itertuples(index=False):
+                entry = entries[row.image]
+                source = load_image(Path(bench) / entry["file"])
+                masks = [load_mask(Path(bench) / entry["objects"][s], source.size, name=s) for s in row.sources]
+                caption = "; ".join(f"{s} -> {g}" for s, g in zip(row.sources, row.targets))
+                rows.append({"source": source, "masks": masks, "edited": load_image(results / row.path),
+                             "caption": f"{row.edit_id}: {caption}"})
+            if rows:
+                save_image(tmp / f"{schedule_key(t)}.png", edit_grid(rows))
+    overall = metrics["overall"]
+    summary = ", ".join(f"{m} {overall[m]:.4g}" for m in ("te_leakage", "ti_leakage", "edited_clip", "bg_psnr")
+                        if isinstance(overall.get(m), float) and np.isfinite(overall[m]))
+    click.echo(f"report: {len(per_edit)} edits over {len(types)} types; {summary} -> {metrics_file}")
+
+
+if __name__ == "__main__":
+    main()
