@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -229,17 +230,34 @@ class RegionGuidedCrossAttention(_ProcessorBase):
         return (per_region * weights).sum(dim=1)
 
 
-def install_processors(unet, controller: EditController) -> dict:
-    """Install ALE's processors on every attention layer (attn1: self, attn2: cross); return the previous ones."""
+def transformer_blocks_in_call_order(unet) -> list[str]:
+    """The UNet's transformer blocks (``...transformer_blocks.N``) in the order a forward pass runs them: down
+    blocks, the mid block, up blocks. (``unet.attn_processors`` lists them in registration order, mid last.)
+    A block's index in this list is its layer index, fixed at installation: no counting of calls."""
+    names = [n[: -len(".attn1.processor")] for n in unet.attn_processors if n.endswith(".attn1.processor")]
+    group = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+    return sorted(names, key=lambda n: group.get(n.split(".")[0], 3))  # stable: keeps the order inside a group
+
+
+def install_processors(unet, make: Callable[[bool, int], object]) -> dict:
+    """Install ``make(is_cross, layer_index)`` on every attention layer and return the previous processors.
+
+    The layer index is the transformer block's place in the forward pass, so methods whose behaviour depends on
+    the layer (MasaCtrl's start layer, P2P's map store) need no counting of calls.
+    """
     previous = dict(unet.attn_processors)
+    order = {name: i for i, name in enumerate(transformer_blocks_in_call_order(unet))}
     processors = {}
-    self_proc, cross_proc = SelfAttentionInjection(controller), RegionGuidedCrossAttention(controller)
     for name in previous:
-        if name.endswith("attn1.processor"):
-            processors[name] = self_proc
-        elif name.endswith("attn2.processor"):
-            processors[name] = cross_proc
-        else:
+        block, _, kind = name.rpartition(".")[0].rpartition(".")
+        if kind not in ("attn1", "attn2") or block not in order:
             raise ValueError(f"unexpected attention layer {name}: neither self- (attn1) nor cross- (attn2) attention")
+        processors[name] = make(kind == "attn2", order[block])
     unet.set_attn_processor(processors)
     return previous
+
+
+def install_ale_processors(unet, controller: EditController) -> dict:
+    """ALE-Edit's processors: Q,K injection in every self-attention layer, RGB-CAM in every cross-attention one."""
+    self_attention, cross_attention = SelfAttentionInjection(controller), RegionGuidedCrossAttention(controller)
+    return install_processors(unet, lambda is_cross, _layer: cross_attention if is_cross else self_attention)

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .attention import EditController, install_processors, resize_masks_nearest
+from .attention import EditController, install_ale_processors, resize_masks_nearest
 from .embeddings import TextEncoder, encoder_id
 from .errors import EditInputError
 from .masks import dilate_mask, dilation_radius
+from .methods import BASELINES, METHODS
+from .methods.baselines import MASACTRL_START_LAYER, MASACTRL_START_STEP
 from .models import DiffusionModels
 from .sampler import SamplerInputs, virtual_inversion
 from .text import EOS_TREATMENTS, ORE_ZEROINGS, build_text_plan
@@ -61,6 +63,9 @@ class EditSettings:
     ore_index_quirk: bool = False  # True reproduces the authors' code's substituted-base indexing
     final_blend: bool = False  # also blend the returned pred_x0 with z0 on the background (authors: no)
     vae_latent: str = "mode"  # "sample" reproduces the authors' code
+    method: str = "ale"  # or a baseline on the same sampler: fpe, masactrl
+    masactrl_start_step: int = MASACTRL_START_STEP
+    masactrl_start_layer: int = MASACTRL_START_LAYER
 
     def __post_init__(self):
         if self.steps < 1:
@@ -73,6 +78,8 @@ class EditSettings:
             raise ValueError(f"eos must be one of {EOS_TREATMENTS}, got {self.eos!r}")
         if self.ore_zeroing not in ORE_ZEROINGS:
             raise ValueError(f"ore_zeroing must be one of {ORE_ZEROINGS}, got {self.ore_zeroing!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.vae_latent not in ("mode", "sample"):
             raise ValueError(f"vae_latent must be 'mode' or 'sample', got {self.vae_latent!r}")
 
@@ -209,17 +216,41 @@ class Editor:
         images = [r.image.convert("RGB").resize(working_size(r.image, st.size), Image.BICUBIC) for r in requests]
         if len({im.size for im in images}) != 1:
             raise EditInputError(f"a batch needs one working size, got {sorted({im.size for im in images})}")
-        work_w, work_h = images[0].size
-        resolved = [self.resolve_masks(r, im) for r, im in zip(requests, images)]
+        generators = [torch.Generator().manual_seed(r.seed) for r in requests]
+        if st.method == "ale":
+            resolved = [self.resolve_masks(r, im) for r, im in zip(requests, images)]
+        else:  # the baselines use no masks
+            resolved = [({}, {}) for _ in requests]
+        z0 = torch.cat([self.encode(im, g) for im, g in zip(images, generators)])
+        if st.method == "ale":
+            controller, inputs, install = self._ale_setup(requests, resolved, z0, generators)
+        else:
+            controller, inputs, install = self._baseline_setup(requests, z0, generators)
+        previous = install(m.unet, controller)
+        try:
+            latents = virtual_inversion(
+                m.unet, m.scheduler, inputs, controller, num_steps=st.steps, guidance_source=st.guidance_source,
+                guidance_target=st.guidance_target, eta=st.eta, final_blend=st.final_blend, progress=self.progress,
+            )
+        finally:
+            m.unet.set_attn_processor(previous)
+        edited = self.decode(latents)
+        seconds = (time.perf_counter() - start) / len(requests)
+        return [
+            EditResult(out, masks, self._record(r, origin, images[0].size, seconds))
+            for r, (masks, origin), out in zip(requests, resolved, edited)
+        ]
+
+    def _ale_setup(self, requests, resolved, z0, generators):
+        """ALE-Edit's controller and sampler inputs: ORE text plans, masks per layer, background blending."""
+        st, m = self.settings, self.models
         plans = [
             build_text_plan(m.tokenizer, self.text_encoder, r.pairs, use_ore=st.ore, eos=st.eos,
                             zeroing=st.ore_zeroing, index_quirk=st.ore_index_quirk)
             for r in requests
         ]
-        generators = [torch.Generator().manual_seed(r.seed) for r in requests]
-        z0 = torch.cat([self.encode(im, g) for im, g in zip(images, generators)])
         lat_h, lat_w = z0.shape[-2:]
-
+        work_h, work_w = lat_h * m.vae_scale_factor, lat_w * m.vae_scale_factor
         b, k = len(requests), max(len(r.pairs) for r in requests)
         object_masks = torch.zeros(b, k, work_h, work_w, dtype=torch.bool)
         restricted = torch.zeros(b, k, dtype=torch.bool)
@@ -232,7 +263,6 @@ class Editor:
             if st.bb and all(masks[s] is not None for s, _ in r.pairs):
                 union = resize_masks_nearest(object_masks[e], lat_h, lat_w).any(dim=0)
                 background[e, 0] = ~union
-        latent_masks = resize_masks_nearest(object_masks, lat_h, lat_w)
         region_values = torch.stack([
             torch.cat([p.background_values[None], p.ore, p.background_values[None].expand(k - p.n_objects, -1, -1)])
             for p in plans
@@ -240,7 +270,7 @@ class Editor:
         controller = EditController(
             num_steps=st.steps,
             schedules=torch.tensor([r.resolved_schedule() for r in requests]),
-            object_masks=latent_masks,
+            object_masks=resize_masks_nearest(object_masks, lat_h, lat_w),
             restricted=restricted,
             token_owner=torch.stack([p.token_owner() for p in plans]),
             region_values=region_values,
@@ -254,40 +284,47 @@ class Editor:
             generators=generators,
             background=background if st.bb else None,
         )
-        previous = install_processors(m.unet, controller)
-        try:
-            latents = virtual_inversion(
-                m.unet, m.scheduler, inputs, controller, num_steps=st.steps, guidance_source=st.guidance_source,
-                guidance_target=st.guidance_target, eta=st.eta, final_blend=st.final_blend, progress=self.progress,
-            )
-        finally:
-            m.unet.set_attn_processor(previous)
-        edited = self.decode(latents)
-        seconds = (time.perf_counter() - start) / len(requests)
-        results = []
-        for r, im, (masks, origin), out in zip(requests, images, resolved, edited):
-            fallbacks = [f"no mask for {p!r}: edited without masking and without background blending"
-                         for p, o in origin.items() if o == "missing"]
-            record = {
-                "pairs": [list(p) for p in r.pairs],
-                "source_prompt": " and ".join(s for s, _ in r.pairs),
-                "target_prompt": " and ".join(t for _, t in r.pairs),
-                "edit_type": r.edit_type,
-                "schedule": r.resolved_schedule(),
-                "seed": r.seed,
-                "model": m.name,
-                "device": str(m.device),
-                "dtype": str(m.dtype).replace("torch.", ""),
-                "input_size": list(r.image.size),
-                "working_size": [work_w, work_h],
-                "settings": dataclasses.asdict(st),
-                "mask_sources": origin,
-                "fallbacks": fallbacks,
-                "background_blending": bool(st.bb and not fallbacks),
-                "seconds": round(seconds, 3),
-            }
-            results.append(EditResult(out, masks, record))
-        return results
+        return controller, inputs, install_ale_processors
+
+    def _baseline_setup(self, requests, z0, generators):
+        """A baseline's controller and inputs: the plain joined prompts (the source one only if the method takes
+        it, else the empty prompt), no masks, no blending."""
+        st = self.settings
+        baseline = BASELINES[st.method]
+        sources = [" and ".join(s for s, _ in r.pairs) if baseline.uses_source_prompt else "" for r in requests]
+        targets = [" and ".join(t for _, t in r.pairs) for r in requests]
+        embeds = self.text_encoder(["", *sources, *targets])
+        n = len(requests)
+        controller = baseline.controller(st.steps, torch.tensor([r.resolved_schedule() for r in requests]),
+                                         masactrl_start_step=st.masactrl_start_step,
+                                         masactrl_start_layer=st.masactrl_start_layer)
+        inputs = SamplerInputs(z0=z0, uncond=embeds[:1].expand(n, -1, -1), source_cond=embeds[1 : 1 + n],
+                               target_cond=embeds[1 + n :], generators=generators)
+        return controller, inputs, baseline.install
+
+    def _record(self, r: EditRequest, origin: dict, work_size: tuple[int, int], seconds: float) -> dict:
+        st, m = self.settings, self.models
+        fallbacks = [f"no mask for {p!r}: edited without masking and without background blending"
+                     for p, o in origin.items() if o == "missing"]
+        return {
+            "method": st.method,
+            "pairs": [list(p) for p in r.pairs],
+            "source_prompt": " and ".join(s for s, _ in r.pairs),
+            "target_prompt": " and ".join(t for _, t in r.pairs),
+            "edit_type": r.edit_type,
+            "schedule": r.resolved_schedule(),
+            "seed": r.seed,
+            "model": m.name,
+            "device": str(m.device),
+            "dtype": str(m.dtype).replace("torch.", ""),
+            "input_size": list(r.image.size),
+            "working_size": list(work_size),
+            "settings": dataclasses.asdict(st),
+            "mask_sources": origin,
+            "fallbacks": fallbacks,
+            "background_blending": bool(st.method == "ale" and st.bb and not fallbacks),
+            "seconds": round(seconds, 3),
+        }
 
     # -- VAE --------------------------------------------------------------------------------------------------
     @torch.no_grad()

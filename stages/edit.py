@@ -27,7 +27,9 @@ def editor_settings(params: dict) -> EditSettings:
         guidance_target=float(e["guidance_target"]), eta=float(e["eta"]), dilation=float(e["dilation"]),
         ore=bool(ale["ore"]), rgb_cam=bool(ale["rgb_cam"]), bb=bool(ale["bb"]), eos=str(ore["eos"]),
         ore_zeroing=str(ore["zeroing"]), ore_index_quirk=bool(ore["index_quirk"]),
-        final_blend=bool(e["final_blend"]), vae_latent=str(e["vae_latent"]),
+        final_blend=bool(e["final_blend"]), vae_latent=str(e["vae_latent"]), method=str(params["method"]),
+        masactrl_start_step=int(params["masactrl"]["start_step"]),
+        masactrl_start_layer=int(params["masactrl"]["start_layer"]),
     )
 
 

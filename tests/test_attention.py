@@ -142,3 +142,30 @@ def test_masks_follow_each_layer_resolution():
         assert grid[: side // 2, : side // 2].all() and grid.sum() == side * side // 4
     with pytest.raises(ValueError, match="cannot place"):
         ctl.region_masks(7, torch.device("cpu"), torch.float32)
+
+
+def test_layer_indices_follow_the_forward_pass(tiny_models):
+    from ale_edit.attention import install_processors, transformer_blocks_in_call_order
+
+    unet = tiny_models.unet
+    order = transformer_blocks_in_call_order(unet)
+    assert [n.split(".")[0] for n in order] == ["down_blocks"] * 2 + ["mid_block"] + ["up_blocks"] * 4
+    seen = []
+
+    class Recorder:
+        def __init__(self, is_cross, layer):
+            self.is_cross, self.layer = is_cross, layer
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, **kwargs):
+            seen.append((self.layer, self.is_cross))
+            from diffusers.models.attention_processor import AttnProcessor2_0
+
+            return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, **kwargs)
+
+    previous = install_processors(unet, Recorder)
+    try:
+        unet(torch.randn(4, 4, 8, 8), 999, encoder_hidden_states=torch.randn(4, 77, 32))
+    finally:
+        unet.set_attn_processor(previous)
+    # Self then cross attention of block 0, 1, 2, ...: the indices count the blocks in the order they run.
+    assert seen == [(i, cross) for i in range(len(order)) for cross in (False, True)]

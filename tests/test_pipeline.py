@@ -16,7 +16,9 @@ import pytest
 from stage_utils import ROOT, smoke_params, write_params
 
 pytestmark = pytest.mark.slow
-ENV = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GIT_AUTHOR_NAME="t",
+# dvc runs the stages' `python`: the interpreter running the tests, whether or not its virtualenv is activated.
+ENV = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+           DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GIT_AUTHOR_NAME="t",
            GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
 DVC = [sys.executable, "-m", "dvc"]
 

@@ -16,6 +16,8 @@ from ..editor import SCHEDULES, EditRequest, Editor, EditSettings, validate_requ
 from ..errors import EditInputError
 from ..io import load_image, load_mask
 from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models
+from ..methods import METHODS
+from ..methods.baselines import MASACTRL_START_LAYER, MASACTRL_START_STEP
 from ..text import EOS_TREATMENTS, ORE_ZEROINGS
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
@@ -68,6 +70,10 @@ def mask_file_name(phrase: str) -> str:
 @click.option("--rgb-cam/--no-rgb-cam", default=True, show_default=True)
 @click.option("--bb/--no-bb", default=True, show_default=True, help="Background blending.")
 @click.option("--final-blend", is_flag=True, help="Also blend the final pred_x0 with the source on the background.")
+@click.option("--method", type=click.Choice(METHODS), default="ale", show_default=True,
+              help="ALE-Edit, or a baseline on the same sampler (fpe: Free-Prompt-Editing; masactrl: MasaCtrl).")
+@click.option("--masactrl-start-step", default=MASACTRL_START_STEP, show_default=True, type=click.IntRange(0))
+@click.option("--masactrl-start-layer", default=MASACTRL_START_LAYER, show_default=True, type=click.IntRange(0))
 @click.option("--vae-latent", type=click.Choice(["mode", "sample"]), default="mode", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True, help="auto: fp16 on CUDA, fp32 on CPU.")
@@ -75,7 +81,7 @@ def mask_file_name(phrase: str) -> str:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The edited image (.png).")
 def edit(image, edits, mask_args, edit_type, schedule, model, detector, segmenter, steps, size, seed, dilation,
          box_threshold, text_threshold, guidance, eos, ore_zeroing, ore_index_quirk, use_ore, rgb_cam, bb,
-         final_blend, vae_latent, device, dtype, save_masks, output):
+         final_blend, method, masactrl_start_step, masactrl_start_layer, vae_latent, device, dtype, save_masks, output):
     """Edit IMAGE: each -e SOURCE=TARGET changes one object; writes the image and a JSON record beside it."""
     pairs = [parse_assignment(e, "-e/--edit") for e in edits]
     mask_files = dict(parse_assignment(m, "--mask") for m in mask_args)
@@ -83,7 +89,8 @@ def edit(image, edits, mask_args, edit_type, schedule, model, detector, segmente
         settings = EditSettings(
             steps=steps, size=size, guidance_target=guidance, dilation=dilation, ore=use_ore, rgb_cam=rgb_cam,
             bb=bb, eos=eos, ore_zeroing=ore_zeroing, ore_index_quirk=ore_index_quirk, final_blend=final_blend,
-            vae_latent=vae_latent,
+            vae_latent=vae_latent, method=method, masactrl_start_step=masactrl_start_step,
+            masactrl_start_layer=masactrl_start_layer,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -95,7 +102,7 @@ def edit(image, edits, mask_args, edit_type, schedule, model, detector, segmente
         request = EditRequest(source, pairs, masks, edit_type=edit_type, schedule=schedule, seed=seed)
         models = load_diffusion_models(model, device, dtype)
         detect = None
-        if any(p not in masks for p, _ in pairs):
+        if method == "ale" and any(p not in masks for p, _ in pairs):
             detect = _detector(detector or (TINY if model == TINY else DEFAULT_DETECTOR),
                                segmenter or (TINY if model == TINY else DEFAULT_SEGMENTER),
                                device, dtype, box_threshold, text_threshold)

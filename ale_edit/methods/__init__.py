@@ -1,0 +1,11 @@
+"""Editing methods over the shared virtual-inversion sampler: ALE-Edit and the baselines it is compared with.
+
+A method is a set of attention processors and a controller; the sampler, the text encoder, the masks and the
+seeds are the same for every method, so a comparison differs in the method alone.
+"""
+
+from .baselines import BASELINES, Baseline, MasaCtrlController, MutualSelfAttention
+
+METHODS: tuple[str, ...] = ("ale", *BASELINES)
+
+__all__ = ["BASELINES", "Baseline", "METHODS", "MasaCtrlController", "MutualSelfAttention"]

@@ -1,0 +1,96 @@
+"""Baselines on the shared sampler: Free-Prompt-Editing and MasaCtrl.
+
+- ``fpe`` (Free-Prompt-Editing): for the self-attention schedule, the target's self-attention uses the source
+  branch's queries and keys with its own values (the self-attention *maps* of the source); cross-attention is
+  plain. Only the target prompt: the source branch is conditioned on the empty prompt.
+- ``masactrl`` (mutual self-attention control): from a start step and in transformer blocks from a start layer
+  on (its defaults: step 4, layer 10 of SD-1.5's 16 blocks), the target's queries attend to the source branch's
+  keys and values; cross-attention is plain. Only the target prompt.
+
+Neither uses masks, object-restricted embeddings or background blending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import (
+    SOURCE_TARGET_PAIRS, EditController, RegionGuidedCrossAttention, _chunks, _from_heads, _ProcessorBase, _to_heads,
+    install_ale_processors, install_processors,
+)
+
+MASACTRL_START_STEP = 4
+MASACTRL_START_LAYER = 10
+
+
+@dataclass
+class MasaCtrlController:
+    """MasaCtrl's policy: mutual self-attention from ``start_step`` on, in blocks ``start_layer`` and later."""
+
+    num_steps: int
+    start_step: int = MASACTRL_START_STEP
+    start_layer: int = MASACTRL_START_LAYER
+    step_index: int = 0
+
+    def begin_step(self, step_index: int) -> None:
+        self.step_index = step_index
+
+    def active(self, layer: int) -> bool:
+        return self.step_index >= self.start_step and layer >= self.start_layer
+
+
+class MutualSelfAttention(_ProcessorBase):
+    """Self-attention in which, when active, the target branch's queries attend to the source's keys and values."""
+
+    def __init__(self, controller: MasaCtrlController, layer: int):
+        super().__init__(controller)
+        self.layer = layer
+
+    def attend(self, attn, hidden_states, encoder_hidden_states):
+        if encoder_hidden_states is not None:
+            raise ValueError("MutualSelfAttention installed on a cross-attention layer")
+        q = _to_heads(attn, attn.to_q(hidden_states))
+        k = _to_heads(attn, attn.to_k(hidden_states))
+        v = _to_heads(attn, attn.to_v(hidden_states))
+        if self.controller.active(self.layer):
+            ks, vs = _chunks(k), _chunks(v)
+            for src, tgt in SOURCE_TARGET_PAIRS:
+                ks[tgt], vs[tgt] = ks[src], vs[src]
+            k, v = torch.cat(ks), torch.cat(vs)
+        return _from_heads(F.scaled_dot_product_attention(q, k, v))
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """How a baseline conditions the two branches and which processors it installs."""
+
+    name: str
+    uses_source_prompt: bool
+
+    def controller(self, num_steps: int, schedules: torch.Tensor, *, masactrl_start_step: int = MASACTRL_START_STEP,
+                   masactrl_start_layer: int = MASACTRL_START_LAYER):
+        if self.name == "fpe":
+            # Q,K injection for the schedule, no masks: RGB-CAM's processor then is plain attention.
+            return EditController(num_steps=num_steps, schedules=schedules, rgb_cam=False)
+        if self.name == "masactrl":
+            return MasaCtrlController(num_steps, masactrl_start_step, masactrl_start_layer)
+        raise ValueError(f"unknown baseline {self.name!r}")
+
+    def install(self, unet, controller) -> dict:
+        if self.name == "fpe":
+            return install_ale_processors(unet, controller)
+        if self.name == "masactrl":
+            plain_cross = RegionGuidedCrossAttention(EditController(num_steps=1, schedules=torch.zeros(1),
+                                                                    rgb_cam=False))
+            return install_processors(
+                unet, lambda is_cross, layer: plain_cross if is_cross else MutualSelfAttention(controller, layer))
+        raise ValueError(f"unknown baseline {self.name!r}")
+
+
+BASELINES: dict[str, Baseline] = {
+    "fpe": Baseline("fpe", uses_source_prompt=False),
+    "masactrl": Baseline("masactrl", uses_source_prompt=False),
+}

@@ -1,0 +1,138 @@
+"""Baselines on the shared sampler (tiny models): what each one changes, and when."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+import ale_edit.attention as attention_module
+import ale_edit.editor as editor_module
+from ale_edit.attention import _to_heads
+from ale_edit.editor import EditRequest, Editor, EditSettings
+from ale_edit.io import load_image
+from ale_edit.methods import MasaCtrlController, MutualSelfAttention
+from ale_edit.sampler import SamplerInputs, virtual_inversion
+from ale_edit.text import encode_prompts
+
+STEPS = 5
+PAIRS = [("cup", "cup made of gold"), ("book", "red-colored book")]
+
+
+@pytest.fixture(scope="module")
+def image(ale_bench):
+    return load_image(ale_bench / "images" / "artificial_img05.jpg")
+
+
+def sampler_inputs(models, seed=3):
+    torch.manual_seed(seed)
+    z0 = torch.randn(1, 4, 8, 8)
+    e = encode_prompts(models.tokenizer, models.text_encoder, ["", "", "cup made of gold and red-colored book"])
+    return SamplerInputs(z0=z0, uncond=e[:1], source_cond=e[1:2], target_cond=e[2:3],
+                         generators=[torch.Generator().manual_seed(seed)])
+
+
+def run(models, make_processor, controller):
+    """Target latents after each step with the given processors installed."""
+    steps = []
+    previous = attention_module.install_processors(models.unet, make_processor)
+    try:
+        virtual_inversion(models.unet, models.scheduler, sampler_inputs(models), controller, num_steps=STEPS,
+                          progress=False, step_callback=lambda k, xs, xt, x0: steps.append(xt.clone()))
+    finally:
+        models.unet.set_attn_processor(previous)
+    return steps
+
+
+def test_mutual_self_attention_target_reads_source_keys_and_values():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=12, heads=3, dim_head=4).eval()
+    x = torch.randn(4, 6, 12)
+    ctl = MasaCtrlController(num_steps=10, start_step=0, start_layer=0)
+    out = MutualSelfAttention(ctl, layer=0).attend(attn, x, None)
+    q, k, v = (_to_heads(attn, f(x)) for f in (attn.to_q, attn.to_k, attn.to_v))
+    for src, tgt in ((0, 1), (2, 3)):
+        expected = F.scaled_dot_product_attention(q[tgt], k[src], v[src]).transpose(0, 1).reshape(6, 12)
+        assert torch.allclose(out[tgt], expected, atol=1e-6)
+        own = F.scaled_dot_product_attention(q[src], k[src], v[src]).transpose(0, 1).reshape(6, 12)
+        assert torch.allclose(out[src], own, atol=1e-6)  # the source branch is untouched
+    late = MutualSelfAttention(MasaCtrlController(num_steps=10, start_step=0, start_layer=5), layer=4)
+    plain = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(4, 6, 12)
+    assert torch.allclose(late.attend(attn, x, None), plain, atol=1e-6)  # below the start layer: plain
+
+
+def test_masactrl_equals_the_plain_target_branch_before_its_start_step(tiny_models):
+    plain = run(tiny_models, lambda is_cross, layer: AttnProcessor2_0(), MasaCtrlController(STEPS, 99, 0))
+    ctl = MasaCtrlController(STEPS, start_step=2, start_layer=0)
+    plain_cross = AttnProcessor2_0()
+    masa = run(tiny_models, lambda is_cross, layer: plain_cross if is_cross else MutualSelfAttention(ctl, layer), ctl)
+    for k in range(STEPS):
+        same = torch.allclose(masa[k], plain[k], atol=1e-5)
+        assert same == (k < 2), k
+
+
+def test_fpe_target_self_attention_maps_equal_the_source_during_the_schedule(tiny_models, image, monkeypatch):
+    seen = []
+    original_sdpa = F.scaled_dot_product_attention
+    holder = []
+
+    def spy(q, k, v, *args, **kwargs):
+        if k.shape[2] == q.shape[2] and k.shape[2] != 77 and q.shape[0] % 4 == 0:  # the UNet's self-attention
+            probs = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(-1).chunk(4)
+            seen.append((holder[0].step_index, torch.equal(probs[3], probs[2]) and torch.equal(probs[1], probs[0])))
+        return original_sdpa(q, k, v, *args, **kwargs)
+
+    original_begin = attention_module.EditController.begin_step
+
+    def begin(self, k):
+        holder[:] = [self]
+        original_begin(self, k)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(attention_module.EditController, "begin_step", begin)
+    editor = Editor(tiny_models, EditSettings(size=64, steps=STEPS, method="fpe"), progress=False)
+    result = editor.edit(EditRequest(image, PAIRS, schedule=0.6))  # (k+1)/5 < 0.6: steps 0, 1, 2
+    assert {k for k, _ in seen} == set(range(STEPS))
+    assert all(same for k, same in seen if k < 3) and not any(same for k, same in seen if k >= 3)
+    assert result.record["method"] == "fpe" and result.record["background_blending"] is False
+
+
+@pytest.mark.parametrize("method", ["fpe", "masactrl"])
+def test_baselines_take_only_the_target_prompt(tiny_models, image, monkeypatch, method):
+    captured = {}
+    original = editor_module.virtual_inversion
+
+    def wrapped(unet, scheduler, inputs, controller, **kw):
+        captured["inputs"] = inputs
+        return original(unet, scheduler, inputs, controller, **kw)
+
+    monkeypatch.setattr(editor_module, "virtual_inversion", wrapped)
+    detector_calls = []
+    editor = Editor(tiny_models, EditSettings(size=64, steps=2, method=method),
+                    detector=lambda im, ph: detector_calls.append(ph) or {}, progress=False)
+    editor.edit(EditRequest(image, PAIRS))
+    empty, target = encode_prompts(tiny_models.tokenizer, tiny_models.text_encoder,
+                                   ["", "cup made of gold and red-colored book"])
+    inputs = captured["inputs"]
+    assert torch.equal(inputs.source_cond[0], empty) and torch.equal(inputs.target_cond[0], target)
+    assert inputs.background is None and detector_calls == []  # no masks, no blending
+
+
+def test_methods_differ_from_each_other(tiny_models, image):
+    outputs = {}
+    for method in ("ale", "fpe", "masactrl"):
+        settings = EditSettings(size=64, steps=STEPS, method=method, masactrl_start_step=1, masactrl_start_layer=0)
+        masks = {"cup": np.ones((64, 64), bool), "book": np.zeros((64, 64), bool)}
+        with pytest.warns(UserWarning) if method == "ale" else _nullcontext():
+            outputs[method] = np.asarray(Editor(tiny_models, settings, progress=False)
+                                         .edit(EditRequest(image.resize((64, 64)), PAIRS, masks)).image)
+    assert not np.array_equal(outputs["ale"], outputs["fpe"])
+    assert not np.array_equal(outputs["fpe"], outputs["masactrl"])
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
