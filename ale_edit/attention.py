@@ -239,6 +239,17 @@ def transformer_blocks_in_call_order(unet) -> list[str]:
     return sorted(names, key=lambda n: group.get(n.split(".")[0], 3))  # stable: keeps the order inside a group
 
 
+def block_levels(unet) -> list[int]:
+    """Each transformer block's level (how many 2x downsamplings precede it), in forward order: ``down_blocks.i``
+    -> i, the mid block -> the deepest level, ``up_blocks.j`` -> (number of up blocks - 1 - j)."""
+    n_down, n_up = len(unet.down_blocks), len(unet.up_blocks)
+    levels = []
+    for name in transformer_blocks_in_call_order(unet):
+        part, index = name.split(".")[0], name.split(".")[1]
+        levels.append(int(index) if part == "down_blocks" else n_down - 1 if part == "mid_block" else n_up - 1 - int(index))
+    return levels
+
+
 def install_processors(unet, make: Callable[[bool, int], object]) -> dict:
     """Install ``make(is_cross, layer_index)`` on every attention layer and return the previous processors.
 

@@ -25,7 +25,7 @@ from .embeddings import TextEncoder, encoder_id
 from .errors import EditInputError
 from .masks import dilate_mask, dilation_radius
 from .methods import BASELINES, METHODS
-from .methods.baselines import MASACTRL_START_LAYER, MASACTRL_START_STEP
+from .methods.baselines import FPE_SELF_REPLACE, MASACTRL_START_LAYER, MASACTRL_START_STEP
 from .models import DiffusionModels
 from .sampler import SamplerInputs, virtual_inversion
 from .text import EOS_TREATMENTS, ORE_ZEROINGS, build_text_plan
@@ -66,6 +66,7 @@ class EditSettings:
     method: str = "ale"  # or a baseline on the same sampler: fpe, masactrl
     masactrl_start_step: int = MASACTRL_START_STEP
     masactrl_start_layer: int = MASACTRL_START_LAYER
+    fpe_self_replace: float = FPE_SELF_REPLACE  # FPE's own fraction (the per-type schedule is ALE's, P2P's, InfEdit's)
 
     def __post_init__(self):
         if self.steps < 1:
@@ -297,7 +298,8 @@ class Editor:
         n = len(requests)
         controller = baseline.controller(st.steps, torch.tensor([r.resolved_schedule() for r in requests]),
                                          masactrl_start_step=st.masactrl_start_step,
-                                         masactrl_start_layer=st.masactrl_start_layer)
+                                         masactrl_start_layer=st.masactrl_start_layer,
+                                         fpe_self_replace=st.fpe_self_replace)
         inputs = SamplerInputs(z0=z0, uncond=embeds[:1].expand(n, -1, -1), source_cond=embeds[1 : 1 + n],
                                target_cond=embeds[1 + n :], generators=generators)
         return controller, inputs, baseline.install

@@ -30,6 +30,7 @@ def editor_settings(params: dict) -> EditSettings:
         final_blend=bool(e["final_blend"]), vae_latent=str(e["vae_latent"]), method=str(params["method"]),
         masactrl_start_step=int(params["masactrl"]["start_step"]),
         masactrl_start_layer=int(params["masactrl"]["start_layer"]),
+        fpe_self_replace=float(params["fpe"]["self_replace"]),
     )
 
 

@@ -11,7 +11,8 @@ import ale_edit.editor as editor_module
 from ale_edit.attention import _to_heads
 from ale_edit.editor import EditRequest, Editor, EditSettings
 from ale_edit.io import load_image
-from ale_edit.methods import MasaCtrlController, MutualSelfAttention
+import ale_edit.methods.baselines as baselines_module
+from ale_edit.methods import FreePromptSelfAttention, MasaCtrlController, MutualSelfAttention
 from ale_edit.sampler import SamplerInputs, virtual_inversion
 from ale_edit.text import encode_prompts
 
@@ -71,29 +72,35 @@ def test_masactrl_equals_the_plain_target_branch_before_its_start_step(tiny_mode
         assert same == (k < 2), k
 
 
-def test_fpe_target_self_attention_maps_equal_the_source_during_the_schedule(tiny_models, image, monkeypatch):
-    seen = []
+def test_fpe_target_self_attention_maps_equal_the_source_in_its_steps_and_layers(tiny_models, image, monkeypatch):
+    seen = []  # (step, level, cond maps equal, uncond maps equal)
+    original_attend = FreePromptSelfAttention.attend
     original_sdpa = F.scaled_dot_product_attention
-    holder = []
 
-    def spy(q, k, v, *args, **kwargs):
-        if k.shape[2] == q.shape[2] and k.shape[2] != 77 and q.shape[0] % 4 == 0:  # the UNet's self-attention
+    def attend(self, attn, hidden_states, encoder_hidden_states):
+        def spy(q, k, v, *args, **kwargs):
             probs = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(-1).chunk(4)
-            seen.append((holder[0].step_index, torch.equal(probs[3], probs[2]) and torch.equal(probs[1], probs[0])))
-        return original_sdpa(q, k, v, *args, **kwargs)
+            seen.append((self.controller.step_index, self.level, torch.equal(probs[3], probs[2]),
+                         torch.equal(probs[1], probs[0])))
+            return original_sdpa(q, k, v, *args, **kwargs)
 
-    original_begin = attention_module.EditController.begin_step
+        monkeypatch.setattr(baselines_module.F, "scaled_dot_product_attention", spy)
+        try:
+            return original_attend(self, attn, hidden_states, encoder_hidden_states)
+        finally:
+            monkeypatch.setattr(baselines_module.F, "scaled_dot_product_attention", original_sdpa)
 
-    def begin(self, k):
-        holder[:] = [self]
-        original_begin(self, k)
-
-    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
-    monkeypatch.setattr(attention_module.EditController, "begin_step", begin)
+    monkeypatch.setattr(FreePromptSelfAttention, "attend", attend)
     editor = Editor(tiny_models, EditSettings(size=64, steps=STEPS, method="fpe"), progress=False)
-    result = editor.edit(EditRequest(image, PAIRS, schedule=0.6))  # (k+1)/5 < 0.6: steps 0, 1, 2
-    assert {k for k, _ in seen} == set(range(STEPS))
-    assert all(same for k, same in seen if k < 3) and not any(same for k, same in seen if k >= 3)
+    result = editor.edit(EditRequest(image, PAIRS, schedule=1.0))  # FPE keeps its own 0.8: steps k < 4
+    assert {k for k, *_ in seen} == set(range(STEPS)) and {lv for _, lv, *_ in seen} == {0, 1}
+    for k, level, cond_same, uncond_same in seen:
+        if k < 4 and level >= 1:
+            assert cond_same, (k, level)
+        elif k > 0:  # at step 0 x_s = x_t, so the first blocks see equal inputs in any case
+            assert not cond_same, (k, level)
+        if k > 0:
+            assert not uncond_same, (k, level)  # the unconditional branch is never touched
     assert result.record["method"] == "fpe" and result.record["background_blending"] is False
 
 

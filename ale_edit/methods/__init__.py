@@ -4,8 +4,11 @@ A method is a set of attention processors and a controller; the sampler, the tex
 seeds are the same for every method, so a comparison differs in the method alone.
 """
 
-from .baselines import BASELINES, Baseline, MasaCtrlController, MutualSelfAttention
+from .baselines import (
+    BASELINES, Baseline, FreePromptController, FreePromptSelfAttention, MasaCtrlController, MutualSelfAttention,
+)
 
 METHODS: tuple[str, ...] = ("ale", *BASELINES)
 
-__all__ = ["BASELINES", "Baseline", "METHODS", "MasaCtrlController", "MutualSelfAttention"]
+__all__ = ["BASELINES", "Baseline", "FreePromptController", "FreePromptSelfAttention", "METHODS",
+           "MasaCtrlController", "MutualSelfAttention"]

@@ -1,8 +1,10 @@
 """Baselines on the shared sampler: Free-Prompt-Editing and MasaCtrl.
 
-- ``fpe`` (Free-Prompt-Editing): for the self-attention schedule, the target's self-attention uses the source
-  branch's queries and keys with its own values (the self-attention *maps* of the source); cross-attention is
-  plain. Only the target prompt: the source branch is conditioned on the empty prompt.
+- ``fpe`` (Free-Prompt-Editing): in the conditional branch, the target's self-attention uses the source's queries
+  and keys with its own values (the source's self-attention *maps*), in the blocks below the highest resolution
+  (the reference's "<= 32x32 queries" at 512^2, i.e. level >= 1) and for steps k < floor(0.8 T) (its published
+  real-image fraction; the per-type schedule is shared with P2P and InfEdit only); cross-attention is plain.
+  Only the target prompt: the source branch is conditioned on the empty prompt.
 - ``masactrl`` (mutual self-attention control): from a start step and in transformer blocks from a start layer
   on (its defaults: step 4, layer 10 of SD-1.5's 16 blocks), the target's queries attend to the source branch's
   keys and values; cross-attention is plain. Only the target prompt.
@@ -18,12 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import (
-    SOURCE_TARGET_PAIRS, EditController, RegionGuidedCrossAttention, _chunks, _from_heads, _ProcessorBase, _to_heads,
-    install_ale_processors, install_processors,
+    SOURCE_TARGET_PAIRS, TARGET_COND, EditController, RegionGuidedCrossAttention, _chunks, _from_heads, _ProcessorBase,
+    _to_heads, block_levels, install_processors,
 )
 
 MASACTRL_START_STEP = 4
 MASACTRL_START_LAYER = 10
+FPE_SELF_REPLACE = 0.8
+FPE_MIN_LEVEL = 1
+SOURCE_COND = 2
 
 
 @dataclass
@@ -40,6 +45,42 @@ class MasaCtrlController:
 
     def active(self, layer: int) -> bool:
         return self.step_index >= self.start_step and layer >= self.start_layer
+
+
+@dataclass
+class FreePromptController:
+    """FPE's policy: self-attention map replacement for steps k < floor(fraction * T), at levels >= ``min_level``."""
+
+    num_steps: int
+    fraction: float = FPE_SELF_REPLACE
+    min_level: int = FPE_MIN_LEVEL
+    step_index: int = 0
+
+    def begin_step(self, step_index: int) -> None:
+        self.step_index = step_index
+
+    def active(self, level: int) -> bool:
+        return self.step_index < int(self.num_steps * self.fraction) and level >= self.min_level
+
+
+class FreePromptSelfAttention(_ProcessorBase):
+    """Self-attention whose conditional target chunk, when active, takes the conditional source chunk's Q and K."""
+
+    def __init__(self, controller: FreePromptController, level: int):
+        super().__init__(controller)
+        self.level = level
+
+    def attend(self, attn, hidden_states, encoder_hidden_states):
+        if encoder_hidden_states is not None:
+            raise ValueError("FreePromptSelfAttention installed on a cross-attention layer")
+        q = _to_heads(attn, attn.to_q(hidden_states))
+        k = _to_heads(attn, attn.to_k(hidden_states))
+        v = _to_heads(attn, attn.to_v(hidden_states))
+        if self.controller.active(self.level):
+            qs, ks = _chunks(q), _chunks(k)
+            qs[TARGET_COND], ks[TARGET_COND] = qs[SOURCE_COND], ks[SOURCE_COND]
+            q, k = torch.cat(qs), torch.cat(ks)
+        return _from_heads(F.scaled_dot_product_attention(q, k, v))
 
 
 class MutualSelfAttention(_ProcessorBase):
@@ -71,20 +112,22 @@ class Baseline:
     uses_source_prompt: bool
 
     def controller(self, num_steps: int, schedules: torch.Tensor, *, masactrl_start_step: int = MASACTRL_START_STEP,
-                   masactrl_start_layer: int = MASACTRL_START_LAYER):
+                   masactrl_start_layer: int = MASACTRL_START_LAYER, fpe_self_replace: float = FPE_SELF_REPLACE):
         if self.name == "fpe":
-            # Q,K injection for the schedule, no masks: RGB-CAM's processor then is plain attention.
-            return EditController(num_steps=num_steps, schedules=schedules, rgb_cam=False)
+            return FreePromptController(num_steps, fpe_self_replace)
         if self.name == "masactrl":
             return MasaCtrlController(num_steps, masactrl_start_step, masactrl_start_layer)
         raise ValueError(f"unknown baseline {self.name!r}")
 
     def install(self, unet, controller) -> dict:
+        # Without masks RGB-CAM's processor is plain cross-attention (SDPA).
+        plain_cross = RegionGuidedCrossAttention(EditController(num_steps=1, schedules=torch.zeros(1), rgb_cam=False))
         if self.name == "fpe":
-            return install_ale_processors(unet, controller)
+            levels = block_levels(unet)
+            return install_processors(
+                unet, lambda is_cross, layer: plain_cross if is_cross else FreePromptSelfAttention(controller,
+                                                                                                   levels[layer]))
         if self.name == "masactrl":
-            plain_cross = RegionGuidedCrossAttention(EditController(num_steps=1, schedules=torch.zeros(1),
-                                                                    rgb_cam=False))
             return install_processors(
                 unet, lambda is_cross, layer: plain_cross if is_cross else MutualSelfAttention(controller, layer))
         raise ValueError(f"unknown baseline {self.name!r}")
