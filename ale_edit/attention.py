@@ -69,14 +69,41 @@ class EditController:
     rgb_cam: bool = True
     step_index: int = 0
     _region_cache: dict = field(default_factory=dict, repr=False)
+    _value_cache: dict = field(default_factory=dict, repr=False)
+    _inject: list = field(default_factory=list, repr=False)
+    _inject_on: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.begin_step(self.step_index)
 
     def begin_step(self, step_index: int) -> None:
         self.step_index = step_index
+        self._inject = [self.self_injection and injection_active(float(s), step_index, self.num_steps)
+                        for s in self.schedules]
+        self._inject_on = {}
 
     def injecting(self) -> torch.Tensor:
-        """(B,) bool: which edits inject the source's Q,K into the target branch at the current step."""
-        active = [injection_active(float(s), self.step_index, self.num_steps) for s in self.schedules]
-        return torch.tensor(active, dtype=torch.bool) & self.self_injection
+        """(B,) bool on the CPU: which edits inject the source's Q,K into the target branch at the current step."""
+        return torch.tensor(self._inject, dtype=torch.bool)
+
+    def injection_mask(self, device) -> torch.Tensor | bool:
+        """What the processors select with: ``True``/``False`` when every edit agrees (no tensor, no host-device
+        copy), else a (B, 1, 1, 1) bool tensor on ``device``, copied once per step rather than once per layer."""
+        if all(self._inject) or not any(self._inject):
+            return all(self._inject)
+        if device not in self._inject_on:
+            self._inject_on[device] = self.injecting().to(device)[:, None, None, None]
+        return self._inject_on[device]
+
+    def region_value_projection(self, attn, dtype) -> torch.Tensor:
+        """V(region values) of one cross-attention layer, (B, R, heads, T, dh); constant over a run, so computed
+        once per layer instead of at every step."""
+        key = (id(attn), dtype)
+        if key not in self._value_cache:
+            b, n_regions, t, d = self.region_values.shape
+            values = attn.to_v(self.region_values.reshape(b * n_regions, t, d).to(dtype))
+            self._value_cache[key] = values.view(b, n_regions, t, attn.heads, -1).permute(0, 1, 3, 2, 4)
+        return self._value_cache[key]
 
     @property
     def masking(self) -> bool:
@@ -172,13 +199,12 @@ class SelfAttentionInjection(_ProcessorBase):
         v = _to_heads(attn, attn.to_v(hidden_states))
         if attn.norm_q is not None:
             q, k = attn.norm_q(q), attn.norm_k(k)
-        inject = self.controller.injecting()
-        if inject.any():
+        inject = self.controller.injection_mask(q.device)
+        if inject is not False:
             qs, ks = _chunks(q), _chunks(k)
-            sel = inject.to(q.device)[:, None, None, None]
             for src, tgt in SOURCE_TARGET_PAIRS:
-                qs[tgt] = torch.where(sel, qs[src], qs[tgt])
-                ks[tgt] = torch.where(sel, ks[src], ks[tgt])
+                qs[tgt] = qs[src] if inject is True else torch.where(inject, qs[src], qs[tgt])
+                ks[tgt] = ks[src] if inject is True else torch.where(inject, ks[src], ks[tgt])
             q, k = torch.cat(qs), torch.cat(ks)
         out = F.scaled_dot_product_attention(q, k, v)
         return _from_heads(out).to(q.dtype)
@@ -200,11 +226,10 @@ class RegionGuidedCrossAttention(_ProcessorBase):
         ctl = self.controller
         if not ctl.masking:
             return _from_heads(F.scaled_dot_product_attention(q, k, v))
-        qs, ks, vs = _chunks(q), _chunks(k), _chunks(v)
+        split = _chunks(q)[0].shape[0] * TARGET_COND  # the chunks before the target-conditional one: views, no copy
         # Source branch and unconditional chunks: plain attention, one SDPA call.
-        plain = F.scaled_dot_product_attention(torch.cat(qs[:TARGET_COND]), torch.cat(ks[:TARGET_COND]),
-                                               torch.cat(vs[:TARGET_COND]))
-        target = self.region_guided(attn, qs[TARGET_COND], ks[TARGET_COND])
+        plain = F.scaled_dot_product_attention(q[:split], k[:split], v[:split])
+        target = self.region_guided(attn, q[split:], k[split:])
         return _from_heads(torch.cat([plain, target]))
 
     def masked_probabilities(self, attn, q, k) -> torch.Tensor:
@@ -222,9 +247,7 @@ class RegionGuidedCrossAttention(_ProcessorBase):
         ctl = self.controller
         masks = ctl.region_masks(q.shape[2], q.device, q.dtype)
         probs = self.masked_probabilities(attn, q, k)
-        b, n_regions, t, d = ctl.region_values.shape
-        values = attn.to_v(ctl.region_values.reshape(b * n_regions, t, d).to(q.dtype))
-        values = values.view(b, n_regions, t, attn.heads, -1).permute(0, 1, 3, 2, 4)  # (B, R, heads, T, dh)
+        values = ctl.region_value_projection(attn, q.dtype)  # (B, R, heads, T, dh)
         per_region = probs[:, None] @ values  # (B, R, heads, N, dh)
         weights = masks.regions[:, :, None, :, None]  # (B, R, 1, N, 1)
         return (per_region * weights).sum(dim=1)

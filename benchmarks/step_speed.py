@@ -4,8 +4,9 @@ One sampler step is one UNet call on the four-chunk batch of B=1 edit (source-un
 target-cond; ``ale_edit.attention.BRANCHES``), latent (size/8)^2. Three variants run on the same model and inputs:
 
   plain      stock SDPA processors (diffusers ``AttnProcessor2_0``): two-branch LCM without attention control;
-  ale        ``install_processors(unet, controller)`` with everything the editor sets: 3 objects with masks,
-             Q,K injection active (schedule 1.0, step 0 of 15), RGB-CAM with ORE region values;
+  ale        ``install_ale_processors(unet, controller)``, what the editor installs, with everything the editor
+             sets: 3 objects with masks, Q,K injection active (schedule 1.0, step 0 of 15), RGB-CAM with ORE
+             region values;
   reference  the same injection and RGB-CAM, but every attention as explicit softmax(QK^T) @ V through
              ``attn.get_attention_scores`` + ``bmm`` (diffusers' classic ``AttnProcessor``), so the full
              self-attention probability matrix is materialised: the authors' (prompt-to-prompt style) approach.
@@ -71,8 +72,11 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from ale_edit.attention import (  # noqa: E402
     SOURCE_TARGET_PAIRS, TARGET_COND, EditController, RegionGuidedCrossAttention, SelfAttentionInjection,
-    _chunks, _from_heads, _to_heads, install_processors,
+    _chunks, _from_heads, _to_heads,
 )
+
+# What the editor installs: Q,K injection on every attn1, RGB-CAM on every attn2.
+from ale_edit.attention import install_ale_processors  # noqa: E402
 from ale_edit.models import build_tiny_diffusion_models, resolve_device, resolve_dtype  # noqa: E402
 
 diffusers_logging.set_verbosity_error()  # "modules that should be kept in float32: []" on every .to(dtype)
@@ -147,7 +151,7 @@ def set_variant(unet, variant: str, controller: EditController) -> None:
     if variant == "plain":
         unet.set_attn_processor(AttnProcessor2_0())
     elif variant == "ale":
-        install_processors(unet, controller)
+        install_ale_processors(unet, controller)
     elif variant == "reference":
         self_proc, cross_proc = ReferenceSelfAttention(controller), ReferenceCrossAttention(controller)
         unet.set_attn_processor({name: self_proc if name.endswith("attn1.processor") else cross_proc
@@ -386,6 +390,8 @@ def measure_cpu_memory(args, variants) -> dict:
                "--memory-warmup", str(args.memory_warmup)]
         if args.tiny:
             cmd.append("--tiny")
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         print(f"  memory: {variant} in its own process ...", flush=True)
         # A fixed mmap threshold (which also turns off glibc's dynamic one, that grows to 32 MiB) sends every
         # allocation over 128 KiB to mmap, returned to the OS on free, so RSS follows the live tensors instead
@@ -468,6 +474,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None,
                         help="image side in pixels, latent is size/8 (default 512; 128 with --tiny)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant after one warm-up")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice, usually one per core)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of %(default)s")
     parser.add_argument("--no-memory", action="store_true", help="CPU: skip the per-variant memory subprocesses")
     parser.add_argument("--memory-steps", type=int, default=1, help="CPU: measured steps per memory subprocess")
@@ -478,6 +486,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.size is None:
         args.size = 128 if args.tiny else 512
+    if args.repeats < 1 or args.memory_steps < 1 or args.memory_warmup < 0:
+        parser.error("--repeats and --memory-steps must be >= 1, --memory-warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.variant:
         print(RESULT_TAG + json.dumps(variant_subprocess(args)), flush=True)
@@ -554,8 +566,9 @@ def main() -> None:
         peak = {v: m["peak_step_bytes"] for v, m in memory.items() if "peak_step_bytes" in m}
         tensor_peak = {v: m["tensor_peak_bytes"] for v, m in memory.items() if "tensor_peak_bytes" in m}
         methods = sorted({m["method"] for m in memory.values() if "method" in m})
-        mem_note = (f"peak = RSS growth ({'/'.join(methods)}) over {args.memory_steps} step(s) after {args.memory_warmup} warm-up in a fresh process; "
-                    f"tensors = peak live tensor bytes in that step" if methods else "peak: not measured")
+        mem_note = (f"peak = RSS growth ({'/'.join(methods)}) over {args.memory_steps} step(s) after "
+                    f"{args.memory_warmup} warm-up in a fresh process; tensors = peak live tensor bytes in that step"
+                    if methods else "peak: not measured")
     all_variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
     def r_txt(table, v):
