@@ -181,6 +181,18 @@ class _ProcessorBase:
     def attend(self, attn: Attention, hidden_states, encoder_hidden_states):
         raise NotImplementedError
 
+    @staticmethod
+    def self_attention_qkv(attn: Attention, hidden_states, encoder_hidden_states):
+        """Q, K, V in heads, (batch, heads, N, d), of a self-attention layer."""
+        if encoder_hidden_states is not None:
+            raise ValueError("a self-attention processor was installed on a cross-attention layer")
+        q = _to_heads(attn, attn.to_q(hidden_states))
+        k = _to_heads(attn, attn.to_k(hidden_states))
+        v = _to_heads(attn, attn.to_v(hidden_states))
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        return q, k, v
+
 
 def _chunks(x: torch.Tensor) -> list[torch.Tensor]:
     if x.shape[0] % N_BRANCHES:
@@ -192,13 +204,7 @@ class SelfAttentionInjection(_ProcessorBase):
     """Self-attention where, while injecting, the target branch uses the source branch's queries and keys."""
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        if encoder_hidden_states is not None:
-            raise ValueError("SelfAttentionInjection installed on a cross-attention layer")
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(hidden_states))
-        v = _to_heads(attn, attn.to_v(hidden_states))
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
+        q, k, v = self.self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         inject = self.controller.injection_mask(q.device)
         if inject is not False:
             qs, ks = _chunks(q), _chunks(k)

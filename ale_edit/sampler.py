@@ -69,7 +69,9 @@ def virtual_inversion(
 ) -> torch.Tensor:
     """Run the two-branch sampler and return the last pred_x0, (B, C, h, w) in fp32.
 
-    Background blending runs after every step where ``inputs.background`` is set: x_t takes x_s there.
+    Background blending runs after every step where ``inputs.background`` is set: x_t takes x_s there. A
+    controller with an ``after_step(k, x_s, x_t, alpha_next) -> x_t`` method blends the latents its own way after
+    that (the baselines' local blends).
     ``final_blend`` also blends the returned pred_x0 with z0 on the background. ``step_callback(k, x_s, x_t,
     pred_x0)`` sees the latents after step k's blending.
     """
@@ -104,6 +106,9 @@ def virtual_inversion(
         x_s = a_next**0.5 * z0 + direction + n
         if background is not None:
             x_t = torch.where(background, x_s, x_t)
+        after_step = getattr(controller, "after_step", None)
+        if after_step is not None:  # a method's own latent blending (e.g. Prompt-to-Prompt's local blend)
+            x_t = after_step(k, x_s, x_t, a_next)
         if step_callback is not None:
             step_callback(k, x_s, x_t, pred_x0)
     if final_blend and background is not None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..attention import (
     SOURCE_TARGET_PAIRS, TARGET_COND, EditController, RegionGuidedCrossAttention, _chunks, _from_heads, _ProcessorBase,
-    _to_heads, block_levels, install_processors,
+    block_levels, install_processors,
 )
 
 MASACTRL_START_STEP = 4
@@ -71,11 +71,7 @@ class FreePromptSelfAttention(_ProcessorBase):
         self.level = level
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        if encoder_hidden_states is not None:
-            raise ValueError("FreePromptSelfAttention installed on a cross-attention layer")
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(hidden_states))
-        v = _to_heads(attn, attn.to_v(hidden_states))
+        q, k, v = self.self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         if self.controller.active(self.level):
             qs, ks = _chunks(q), _chunks(k)
             qs[TARGET_COND], ks[TARGET_COND] = qs[SOURCE_COND], ks[SOURCE_COND]
@@ -91,11 +87,7 @@ class MutualSelfAttention(_ProcessorBase):
         self.layer = layer
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        if encoder_hidden_states is not None:
-            raise ValueError("MutualSelfAttention installed on a cross-attention layer")
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(hidden_states))
-        v = _to_heads(attn, attn.to_v(hidden_states))
+        q, k, v = self.self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         if self.controller.active(self.layer):
             ks, vs = _chunks(k), _chunks(v)
             for src, tgt in SOURCE_TARGET_PAIRS:
