@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .commands.edit import edit
+from .commands.report import report
 from .commands.score import score
 
 
@@ -16,6 +17,7 @@ def main():
 
 main.add_command(edit)
 main.add_command(score)
+main.add_command(report)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,88 @@
+"""Comparison tables over scored runs (the paper's Table 1 layout)."""
+
+import json
+import math
+
+import pandas as pd
+
+import pytest
+from click.testing import CliRunner
+
+from ale_edit.bench.report import Run, comparison_table, run_label, runs_from_dvc_experiments
+from ale_edit.cli import main
+
+
+def metrics(te, psnr, count=10, mse=0.001):
+    group = {"count": count, "te_leakage": te, "ti_leakage": None, "structure_distance": 0.012, "edited_clip": 21.5,
+             "bg_psnr": psnr, "bg_lpips": 0.05, "bg_mse": mse, "bg_ssim": 0.9}
+    return {"overall": group, "by_type": {"color": dict(group, count=count // 2), "object": dict(group, count=0)},
+            "by_objects": {"1": group}}
+
+
+@pytest.mark.parametrize("params,label", [
+    ({"method": "ale", "ale": {"ore": True, "rgb_cam": True, "bb": True}, "ore": {"eos": "ore"}}, "ALE-Edit"),
+    ({"method": "ale", "ale": {"ore": True, "rgb_cam": False, "bb": True}, "ore": {"eos": "ore"}}, "ALE (ORE+BB)"),
+    ({"method": "ale", "ale": {"ore": True, "rgb_cam": True, "bb": True}, "ore": {"eos": "zeros"}},
+     "ALE-Edit, EOS zeros"),
+    ({"method": "masactrl"}, "MasaCtrl"),
+    ({"method": "fpe"}, "FPE"),
+])
+def test_run_labels(params, label):
+    assert run_label(params) == label
+
+
+def test_table1_values_in_the_papers_units():
+    table = comparison_table([Run("A", metrics(20.0, 30.0)), Run("B", metrics(22.0, "inf"))])
+    assert list(table["method"]) == ["A", "B"]
+    row = table.iloc[0]
+    assert row["TE ↓"] == 20.0 and row["PSNR ↑"] == 30.0 and row["edits"] == 10
+    assert row["Structure ×10³ ↓"] == pytest.approx(12.0) and row["LPIPS ×10³ ↓"] == pytest.approx(50.0)
+    assert row["MSE ×10⁴ ↓"] == pytest.approx(10.0) and row["SSIM ×10² ↑"] == pytest.approx(90.0)
+    assert math.isnan(row["TI ↓"])  # one object: no target-internal leakage
+    assert table.iloc[1]["PSNR ↑"] == math.inf
+
+
+def test_grouped_tables_skip_empty_groups():
+    table = comparison_table([Run("A", metrics(20.0, 30.0)), Run("B", metrics(22.0, 31.0))], "by_type")
+    assert list(zip(table["group"], table["method"])) == [("color", "A"), ("color", "B")]
+    assert list(table["edits"]) == [5, 5]
+
+
+def test_runs_from_dvc_experiments():
+    def entry(rev, name, params, m):
+        return {"rev": rev, "name": name, "data": {"params": {"params.yaml": {"data": params}},
+                                                   "metrics": {"metrics/ale_bench.json": {"data": m}}}}
+
+    ale = {"method": "ale", "ale": {"ore": True, "rgb_cam": True, "bb": True}, "ore": {"eos": "ore"}}
+    shown = [
+        entry("workspace", None, ale, metrics(1.0, 1.0)),
+        dict(entry("abc1234def", "main", ale, metrics(2.0, 2.0)), experiments=[
+            {"name": "exp-masa", "revs": [entry("111", "exp-masa", {"method": "masactrl"}, metrics(3.0, 3.0))]},
+            {"name": "exp-sweep", "revs": [entry("222", "exp-sweep", ale, metrics(4.0, 4.0))]},
+            {"name": "exp-failed", "revs": [{"rev": "333", "data": {"params": {}, "metrics": {}}}]},
+        ]),
+    ]
+    runs = runs_from_dvc_experiments(shown)
+    assert [r.label for r in runs] == ["ALE-Edit [main]", "MasaCtrl", "ALE-Edit [exp-sweep]"]
+    assert [r.metrics["overall"]["te_leakage"] for r in runs] == [2.0, 3.0, 4.0]
+    only_workspace = runs_from_dvc_experiments(shown[:1])
+    assert [r.label for r in only_workspace] == ["ALE-Edit"]
+
+
+def test_report_command(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(metrics(20.0, 30.0)))
+    b.write_text(json.dumps(metrics(25.0, 28.0)))
+    result = CliRunner().invoke(main, ["report", "--run", f"ALE-Edit={a}", "--run", f"FPE={b}", "-o",
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "by_objects.csv", "by_objects.md", "by_type.csv", "by_type.md", "table1.csv", "table1.md"]
+    csv = pd.read_csv(tmp_path / "out" / "table1.csv")
+    assert list(csv["method"]) == ["ALE-Edit", "FPE"] and list(csv["TE ↓"]) == [20.0, 25.0]
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert "25.00" in md and "28.00" in md
+    bad = CliRunner().invoke(main, ["report", "--run", "nolabel", "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "LABEL=METRICS_JSON" in bad.output
+    missing = CliRunner().invoke(main, ["report", "--run", f"A={tmp_path / 'none.json'}", "-o", str(tmp_path / "x")])
+    assert missing.exit_code == 1 and "cannot read the metrics of run 'A'" in missing.output
