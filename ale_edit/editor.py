@@ -26,6 +26,7 @@ from .errors import EditInputError
 from .masks import dilate_mask, dilation_radius
 from .methods import BASELINES, METHODS
 from .methods.baselines import FPE_SELF_REPLACE, MASACTRL_START_LAYER, MASACTRL_START_STEP
+from .methods.p2p import P2P_CROSS_REPLACE, P2P_LOCAL_BLEND
 from .models import DiffusionModels
 from .sampler import SamplerInputs, virtual_inversion
 from .text import EOS_TREATMENTS, ORE_ZEROINGS, build_text_plan
@@ -63,10 +64,12 @@ class EditSettings:
     ore_index_quirk: bool = False  # True reproduces the authors' code's substituted-base indexing
     final_blend: bool = False  # also blend the returned pred_x0 with z0 on the background (authors: no)
     vae_latent: str = "mode"  # "sample" reproduces the authors' code
-    method: str = "ale"  # or a baseline on the same sampler: fpe, masactrl
+    method: str = "ale"  # or a baseline on the same sampler: fpe, masactrl, p2p
     masactrl_start_step: int = MASACTRL_START_STEP
     masactrl_start_layer: int = MASACTRL_START_LAYER
     fpe_self_replace: float = FPE_SELF_REPLACE  # FPE's own fraction (the per-type schedule is ALE's, P2P's, InfEdit's)
+    p2p_cross_replace: float = P2P_CROSS_REPLACE
+    p2p_local_blend: bool = P2P_LOCAL_BLEND
 
     def __post_init__(self):
         if self.steps < 1:
@@ -299,7 +302,9 @@ class Editor:
         controller = baseline.controller(st.steps, torch.tensor([r.resolved_schedule() for r in requests]),
                                          masactrl_start_step=st.masactrl_start_step,
                                          masactrl_start_layer=st.masactrl_start_layer,
-                                         fpe_self_replace=st.fpe_self_replace)
+                                         fpe_self_replace=st.fpe_self_replace, tokenizer=self.models.tokenizer,
+                                         pairs=[list(r.pairs) for r in requests],
+                                         p2p_cross_replace=st.p2p_cross_replace, p2p_local_blend=st.p2p_local_blend)
         inputs = SamplerInputs(z0=z0, uncond=embeds[:1].expand(n, -1, -1), source_cond=embeds[1 : 1 + n],
                                target_cond=embeds[1 + n :], generators=generators)
         return controller, inputs, baseline.install

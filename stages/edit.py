@@ -31,6 +31,7 @@ def editor_settings(params: dict) -> EditSettings:
         masactrl_start_step=int(params["masactrl"]["start_step"]),
         masactrl_start_layer=int(params["masactrl"]["start_layer"]),
         fpe_self_replace=float(params["fpe"]["self_replace"]),
+        p2p_cross_replace=float(params["p2p"]["cross_replace"]), p2p_local_blend=bool(params["p2p"]["local_blend"]),
     )
 
 

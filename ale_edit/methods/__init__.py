@@ -7,8 +7,12 @@ seeds are the same for every method, so a comparison differs in the method alone
 from .baselines import (
     BASELINES, Baseline, FreePromptController, FreePromptSelfAttention, MasaCtrlController, MutualSelfAttention,
 )
+from .p2p import (
+    PromptToPromptController, PromptToPromptCrossAttention, PromptToPromptSelfAttention, install_p2p_processors,
+)
 
 METHODS: tuple[str, ...] = ("ale", *BASELINES)
 
 __all__ = ["BASELINES", "Baseline", "FreePromptController", "FreePromptSelfAttention", "METHODS",
-           "MasaCtrlController", "MutualSelfAttention"]
+           "MasaCtrlController", "MutualSelfAttention", "PromptToPromptController", "PromptToPromptCrossAttention",
+           "PromptToPromptSelfAttention", "install_p2p_processors"]

@@ -1,4 +1,4 @@
-"""Baselines on the shared sampler: Free-Prompt-Editing and MasaCtrl.
+"""Baselines on the shared sampler: Free-Prompt-Editing, MasaCtrl and Prompt-to-Prompt.
 
 - ``fpe`` (Free-Prompt-Editing): in the conditional branch, the target's self-attention uses the source's queries
   and keys with its own values (the source's self-attention *maps*), in the blocks below the highest resolution
@@ -9,7 +9,12 @@
   on (its defaults: step 4, layer 10 of SD-1.5's 16 blocks), the target's queries attend to the source branch's
   keys and values; cross-attention is plain. Only the target prompt.
 
-Neither uses masks, object-restricted embeddings or background blending.
+- ``p2p`` (Prompt-to-Prompt, ``p2p.py``): the source branch takes the joined source phrases; the target's
+  cross-attention maps are the source's (replaced or refined through P2P's token mapper) for k < floor(0.8 (T+1)),
+  and its self-attention maps the source's at level >= 2 for k < floor(T s), s the per-type schedule. It needs the
+  tokenizer and each edit's pairs to build its mappers.
+
+None uses masks, object-restricted embeddings or background blending.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..attention import (
     SOURCE_TARGET_PAIRS, TARGET_COND, EditController, RegionGuidedCrossAttention, _chunks, _from_heads, _ProcessorBase,
     block_levels, install_processors,
 )
+from .p2p import P2P_CROSS_REPLACE, P2P_LOCAL_BLEND, PromptToPromptController, install_p2p_processors
 
 MASACTRL_START_STEP = 4
 MASACTRL_START_LAYER = 10
@@ -104,7 +110,16 @@ class Baseline:
     uses_source_prompt: bool
 
     def controller(self, num_steps: int, schedules: torch.Tensor, *, masactrl_start_step: int = MASACTRL_START_STEP,
-                   masactrl_start_layer: int = MASACTRL_START_LAYER, fpe_self_replace: float = FPE_SELF_REPLACE):
+                   masactrl_start_layer: int = MASACTRL_START_LAYER, fpe_self_replace: float = FPE_SELF_REPLACE,
+                   tokenizer=None, pairs=None, p2p_cross_replace: float = P2P_CROSS_REPLACE,
+                   p2p_local_blend: bool = P2P_LOCAL_BLEND):
+        """``pairs``: each edit's (source phrase, target phrase) pairs; with ``tokenizer``, needed by p2p only."""
+        if self.name == "p2p":
+            if tokenizer is None or pairs is None:
+                raise ValueError("p2p builds its token mappers from the prompts: pass tokenizer= and pairs= (each "
+                                 "edit's (source, target) phrase pairs)")
+            return PromptToPromptController.from_pairs(tokenizer, pairs, num_steps, schedules,
+                                                       cross_replace=p2p_cross_replace, local_blend=p2p_local_blend)
         if self.name == "fpe":
             return FreePromptController(num_steps, fpe_self_replace)
         if self.name == "masactrl":
@@ -119,6 +134,8 @@ class Baseline:
             return install_processors(
                 unet, lambda is_cross, layer: plain_cross if is_cross else FreePromptSelfAttention(controller,
                                                                                                    levels[layer]))
+        if self.name == "p2p":
+            return install_p2p_processors(unet, controller)
         if self.name == "masactrl":
             return install_processors(
                 unet, lambda is_cross, layer: plain_cross if is_cross else MutualSelfAttention(controller, layer))
@@ -128,4 +145,5 @@ class Baseline:
 BASELINES: dict[str, Baseline] = {
     "fpe": Baseline("fpe", uses_source_prompt=False),
     "masactrl": Baseline("masactrl", uses_source_prompt=False),
+    "p2p": Baseline("p2p", uses_source_prompt=True),
 }
