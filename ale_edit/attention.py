@@ -182,6 +182,21 @@ class _ProcessorBase:
         raise NotImplementedError
 
     @staticmethod
+    def cross_attention_qkv(attn: Attention, hidden_states, encoder_hidden_states):
+        """Q (batch, heads, N, d) of the pixels, K and V (batch, heads, T, d) of the text, of a cross-attention
+        layer."""
+        if encoder_hidden_states is None:
+            raise ValueError("a cross-attention processor was installed on a self-attention layer")
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        q = _to_heads(attn, attn.to_q(hidden_states))
+        k = _to_heads(attn, attn.to_k(encoder_hidden_states))
+        v = _to_heads(attn, attn.to_v(encoder_hidden_states))
+        if attn.norm_q is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        return q, k, v
+
+    @staticmethod
     def self_attention_qkv(attn: Attention, hidden_states, encoder_hidden_states):
         """Q, K, V in heads, (batch, heads, N, d), of a self-attention layer."""
         if encoder_hidden_states is not None:
@@ -220,15 +235,7 @@ class RegionGuidedCrossAttention(_ProcessorBase):
     """RGB-CAM: masked cross-attention with region-wise ORE values in the target-conditional branch."""
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        if encoder_hidden_states is None:
-            raise ValueError("RegionGuidedCrossAttention installed on a self-attention layer")
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(encoder_hidden_states))
-        v = _to_heads(attn, attn.to_v(encoder_hidden_states))
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
+        q, k, v = self.cross_attention_qkv(attn, hidden_states, encoder_hidden_states)
         ctl = self.controller
         if not ctl.masking:
             return _from_heads(F.scaled_dot_product_attention(q, k, v))

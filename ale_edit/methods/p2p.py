@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import (
-    BRANCHES, TARGET_COND, _chunks, _from_heads, _ProcessorBase, _to_heads, block_levels, install_processors,
+    BRANCHES, TARGET_COND, _chunks, _from_heads, _ProcessorBase, block_levels, install_processors,
     transformer_blocks_in_call_order,
 )
 from ..text import JOINER, layout_prompt
@@ -253,15 +253,7 @@ class PromptToPromptCrossAttention(_ProcessorBase):
         self.store = store  # a local-blend layer
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        if encoder_hidden_states is None:
-            raise ValueError("PromptToPromptCrossAttention installed on a self-attention layer")
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(encoder_hidden_states))
-        v = _to_heads(attn, attn.to_v(encoder_hidden_states))
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
+        q, k, v = self.cross_attention_qkv(attn, hidden_states, encoder_hidden_states)
         ctl = self.controller
         replace, store = ctl.cross_replacing(), self.store and ctl.blending
         if not (replace or store or ctl.recorder is not None):
