@@ -26,6 +26,7 @@ from .errors import EditInputError
 from .masks import dilate_mask, dilation_radius
 from .methods import BASELINES, METHODS
 from .methods.baselines import FPE_SELF_REPLACE, MASACTRL_START_LAYER, MASACTRL_START_STEP
+from .methods.infedit import INFEDIT_CROSS_REPLACE, INFEDIT_THRESH_E, INFEDIT_THRESH_M
 from .methods.p2p import P2P_CROSS_REPLACE, P2P_LOCAL_BLEND
 from .models import DiffusionModels
 from .sampler import SamplerInputs, virtual_inversion
@@ -64,12 +65,15 @@ class EditSettings:
     ore_index_quirk: bool = False  # True reproduces the authors' code's substituted-base indexing
     final_blend: bool = False  # also blend the returned pred_x0 with z0 on the background (authors: no)
     vae_latent: str = "mode"  # "sample" reproduces the authors' code
-    method: str = "ale"  # or a baseline on the same sampler: fpe, masactrl, p2p
+    method: str = "ale"  # or a baseline on the same sampler: fpe, masactrl, p2p, infedit
     masactrl_start_step: int = MASACTRL_START_STEP
     masactrl_start_layer: int = MASACTRL_START_LAYER
     fpe_self_replace: float = FPE_SELF_REPLACE  # FPE's own fraction (the per-type schedule is ALE's, P2P's, InfEdit's)
     p2p_cross_replace: float = P2P_CROSS_REPLACE
     p2p_local_blend: bool = P2P_LOCAL_BLEND
+    infedit_cross_replace: float = INFEDIT_CROSS_REPLACE
+    infedit_thresh_e: float = INFEDIT_THRESH_E
+    infedit_thresh_m: float = INFEDIT_THRESH_M
 
     def __post_init__(self):
         if self.steps < 1:
@@ -292,7 +296,8 @@ class Editor:
 
     def _baseline_setup(self, requests, z0, generators):
         """A baseline's controller and inputs: the plain joined prompts (the source one only if the method takes
-        it, else the empty prompt), no masks, no blending."""
+        it, else the empty prompt), no masks, no blending. InfEdit also runs the mutual branch on the source
+        prompt and reads both prompts' encodings for its aligner."""
         st = self.settings
         baseline = BASELINES[st.method]
         sources = [" and ".join(s for s, _ in r.pairs) if baseline.uses_source_prompt else "" for r in requests]
@@ -304,9 +309,13 @@ class Editor:
                                          masactrl_start_layer=st.masactrl_start_layer,
                                          fpe_self_replace=st.fpe_self_replace, tokenizer=self.models.tokenizer,
                                          pairs=[list(r.pairs) for r in requests],
-                                         p2p_cross_replace=st.p2p_cross_replace, p2p_local_blend=st.p2p_local_blend)
+                                         p2p_cross_replace=st.p2p_cross_replace, p2p_local_blend=st.p2p_local_blend,
+                                         source_embeds=embeds[1 : 1 + n], target_embeds=embeds[1 + n :],
+                                         infedit_cross_replace=st.infedit_cross_replace,
+                                         infedit_thresh_e=st.infedit_thresh_e, infedit_thresh_m=st.infedit_thresh_m)
         inputs = SamplerInputs(z0=z0, uncond=embeds[:1].expand(n, -1, -1), source_cond=embeds[1 : 1 + n],
-                               target_cond=embeds[1 + n :], generators=generators)
+                               target_cond=embeds[1 + n :], generators=generators,
+                               mutual_cond=embeds[1 : 1 + n] if st.method == "infedit" else None)
         return controller, inputs, baseline.install
 
     def _record(self, r: EditRequest, origin: dict, work_size: tuple[int, int], seconds: float) -> dict:

@@ -10,6 +10,12 @@ the current timestep and a' at the next one:
     x_t     = sqrt(a') pred_x0 + dir + sigma n;   x_s = sqrt(a') z0 + dir + sigma n
 
 with one fresh noise n shared by both branches. The output is the last step's pred_x0.
+
+With ``SamplerInputs.mutual_cond`` set (InfEdit, docs/baselines.md §1.1) a third, *mutual* branch x_m runs
+beside them: the UNet batch is six chunks [src_u, tgt_u, mut_u, src_c, tgt_c, mut_c], x_m is guided with the
+source guidance and stepped like x_t with its own eps_m, and x_s takes the mutual branch's direction
+sqrt(1 - a' - sigma^2) (eps_m - eps_s + eps_c) (InfEdit steps x_s in its second, mutual, sampler call; at
+eta = 1 the direction vanishes). All three share the noise n.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class SamplerInputs:
     target_cond: torch.Tensor  # (B, T, D)
     generators: Sequence[torch.Generator]  # one per edit, so a batch equals its edits run one by one
     background: torch.Tensor | None = None  # (B, 1, h, w) bool: where background blending copies x_s into x_t
+    mutual_cond: torch.Tensor | None = None  # (B, T, D): when set, a third (mutual) branch runs (InfEdit)
 
     @property
     def batch_size(self) -> int:
@@ -74,6 +81,10 @@ def virtual_inversion(
     that (the baselines' local blends).
     ``final_blend`` also blends the returned pred_x0 with z0 on the background. ``step_callback(k, x_s, x_t,
     pred_x0)`` sees the latents after step k's blending.
+
+    With ``inputs.mutual_cond`` (three branches) the hook is called as ``after_step(k, x_s, x_t, alpha_next, x_m,
+    alpha)``, ``alpha`` being the cumulative alpha of the current timestep t_k (InfEdit's blend threshold needs
+    it); it returns the new x_t and x_m is never changed by it.
     """
     timesteps, scheduler = lcm_timesteps(scheduler, num_steps)
     alphas = scheduler.alphas_cumprod.to(torch.float64)
@@ -83,32 +94,46 @@ def virtual_inversion(
     shape = tuple(z0.shape[1:])
     x_s = _noise(inputs.generators, shape).to(device)
     x_t = x_s.clone()
-    assert len(BRANCHES) == 4  # the batch below is laid out in BRANCHES order
-    context = torch.cat([inputs.uncond, inputs.uncond, inputs.source_cond, inputs.target_cond]).to(device, dtype)
+    mutual = inputs.mutual_cond is not None
+    x_m = x_s.clone() if mutual else None
+    # The batch: the unconditional chunks of every branch, then the conditional ones, in BRANCHES order
+    # (source, target), InfEdit's mutual branch last in each half.
+    assert len(BRANCHES) == 4
+    conds = [inputs.source_cond, inputs.target_cond] + ([inputs.mutual_cond] if mutual else [])
+    context = torch.cat([inputs.uncond] * len(conds) + conds).to(device, dtype)
     background = inputs.background.to(device) if inputs.background is not None else None
+    after_step = getattr(controller, "after_step", None)
     pred_x0 = z0
     for k, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
         controller.begin_step(k)
-        latents = torch.cat([x_s, x_t, x_s, x_t]).to(dtype)
-        eps = unet(latents, t.to(device), encoder_hidden_states=context).sample.float()
-        u_s, u_t, c_s, c_t = eps.chunk(4)
-        eps_s = u_s + guidance_source * (c_s - u_s)
-        eps_t = u_t + guidance_target * (c_t - u_t)
+        branch_latents = [x_s, x_t] + ([x_m] if mutual else [])
+        latents = torch.cat(branch_latents * 2).to(dtype)
+        eps = unet(latents, t.to(device), encoder_hidden_states=context).sample.float().chunk(2 * len(conds))
+        uncond, cond = eps[: len(conds)], eps[len(conds) :]
+        eps_s = uncond[0] + guidance_source * (cond[0] - uncond[0])
+        eps_t = uncond[1] + guidance_target * (cond[1] - uncond[1])
 
         a_t = float(alphas[int(t)])
         a_next = float(alphas[int(timesteps[k + 1])]) if k + 1 < len(timesteps) else final_alpha
         eps_c = (x_s - a_t**0.5 * z0) / (1 - a_t) ** 0.5
         pred_x0 = z0 + ((x_t - x_s) - (1 - a_t) ** 0.5 * (eps_t - eps_s)) / a_t**0.5
         sigma2 = eta * (1 - a_next)
-        direction = max(1 - a_next - sigma2, 0.0) ** 0.5 * (eps_t - eps_s + eps_c)
-        n = _noise(inputs.generators, shape).to(device) * sigma2**0.5
+        scale = max(1 - a_next - sigma2, 0.0) ** 0.5
+        direction = scale * (eps_t - eps_s + eps_c)
+        n = _noise(inputs.generators, shape).to(device) * sigma2**0.5  # one draw shared by every branch
         x_t = a_next**0.5 * pred_x0 + direction + n
+        if mutual:
+            # The mutual branch is a source-prompt branch (source guidance) stepped like the target; InfEdit's
+            # reference steps x_s in its mutual call, with the mutual direction (at eta = 1 it vanishes).
+            eps_m = uncond[2] + guidance_source * (cond[2] - uncond[2])
+            pred_m = z0 + ((x_m - x_s) - (1 - a_t) ** 0.5 * (eps_m - eps_s)) / a_t**0.5
+            direction = scale * (eps_m - eps_s + eps_c)
+            x_m = a_next**0.5 * pred_m + direction + n
         x_s = a_next**0.5 * z0 + direction + n
         if background is not None:
             x_t = torch.where(background, x_s, x_t)
-        after_step = getattr(controller, "after_step", None)
-        if after_step is not None:  # a method's own latent blending (e.g. Prompt-to-Prompt's local blend)
-            x_t = after_step(k, x_s, x_t, a_next)
+        if after_step is not None:  # a method's own latent blending (the baselines' local blends)
+            x_t = after_step(k, x_s, x_t, a_next, x_m, a_t) if mutual else after_step(k, x_s, x_t, a_next)
         if step_callback is not None:
             step_callback(k, x_s, x_t, pred_x0)
     if final_blend and background is not None:

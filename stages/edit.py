@@ -32,6 +32,8 @@ def editor_settings(params: dict) -> EditSettings:
         masactrl_start_layer=int(params["masactrl"]["start_layer"]),
         fpe_self_replace=float(params["fpe"]["self_replace"]),
         p2p_cross_replace=float(params["p2p"]["cross_replace"]), p2p_local_blend=bool(params["p2p"]["local_blend"]),
+        infedit_cross_replace=float(params["infedit"]["cross_replace"]),
+        infedit_thresh_e=float(params["infedit"]["thresh_e"]), infedit_thresh_m=float(params["infedit"]["thresh_m"]),
     )
 
 

@@ -18,6 +18,7 @@ from ..io import load_image, load_mask
 from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models
 from ..methods import METHODS
 from ..methods.baselines import FPE_SELF_REPLACE, MASACTRL_START_LAYER, MASACTRL_START_STEP
+from ..methods.infedit import INFEDIT_CROSS_REPLACE, INFEDIT_THRESH_E, INFEDIT_THRESH_M
 from ..methods.p2p import P2P_CROSS_REPLACE, P2P_LOCAL_BLEND
 from ..text import EOS_TREATMENTS, ORE_ZEROINGS
 
@@ -73,7 +74,7 @@ def mask_file_name(phrase: str) -> str:
 @click.option("--final-blend", is_flag=True, help="Also blend the final pred_x0 with the source on the background.")
 @click.option("--method", type=click.Choice(METHODS), default="ale", show_default=True,
               help="ALE-Edit, or a baseline on the same sampler (fpe: Free-Prompt-Editing; masactrl: MasaCtrl; "
-                   "p2p: Prompt-to-Prompt).")
+                   "p2p: Prompt-to-Prompt; infedit: InfEdit).")
 @click.option("--masactrl-start-step", default=MASACTRL_START_STEP, show_default=True, type=click.IntRange(0))
 @click.option("--masactrl-start-layer", default=MASACTRL_START_LAYER, show_default=True, type=click.IntRange(0))
 @click.option("--fpe-self-replace", default=FPE_SELF_REPLACE, show_default=True, type=click.FloatRange(0, 1),
@@ -81,6 +82,12 @@ def mask_file_name(phrase: str) -> str:
 @click.option("--p2p-cross-replace", default=P2P_CROSS_REPLACE, show_default=True, type=click.FloatRange(0, 1),
               help="Prompt-to-Prompt's fraction of steps with cross-attention map replacement.")
 @click.option("--p2p-local-blend", is_flag=True, help="Prompt-to-Prompt's optional local blend on the target words.")
+@click.option("--infedit-cross-replace", default=INFEDIT_CROSS_REPLACE, show_default=True,
+              type=click.FloatRange(0, 1), help="InfEdit's fraction of steps with cross-attention refinement.")
+@click.option("--infedit-thresh-e", default=INFEDIT_THRESH_E, show_default=True, type=click.FloatRange(0, 1),
+              help="InfEdit's local-blend threshold on the target words.")
+@click.option("--infedit-thresh-m", default=INFEDIT_THRESH_M, show_default=True, type=click.FloatRange(0, 1),
+              help="InfEdit's mutual-blend threshold.")
 @click.option("--vae-latent", type=click.Choice(["mode", "sample"]), default="mode", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True, help="auto: fp16 on CUDA, fp32 on CPU.")
@@ -89,7 +96,8 @@ def mask_file_name(phrase: str) -> str:
 def edit(image, edits, mask_args, edit_type, schedule, model, detector, segmenter, steps, size, seed, dilation,
          box_threshold, text_threshold, guidance, eos, ore_zeroing, ore_index_quirk, use_ore, rgb_cam, bb,
          final_blend, method, masactrl_start_step, masactrl_start_layer, fpe_self_replace, p2p_cross_replace,
-         p2p_local_blend, vae_latent, device, dtype, save_masks, output):
+         p2p_local_blend, infedit_cross_replace, infedit_thresh_e, infedit_thresh_m, vae_latent, device, dtype,
+         save_masks, output):
     """Edit IMAGE: each -e SOURCE=TARGET changes one object; writes the image and a JSON record beside it."""
     pairs = [parse_assignment(e, "-e/--edit") for e in edits]
     mask_files = dict(parse_assignment(m, "--mask") for m in mask_args)
@@ -100,6 +108,8 @@ def edit(image, edits, mask_args, edit_type, schedule, model, detector, segmente
             vae_latent=vae_latent, method=method, masactrl_start_step=masactrl_start_step,
             masactrl_start_layer=masactrl_start_layer, fpe_self_replace=fpe_self_replace,
             p2p_cross_replace=p2p_cross_replace, p2p_local_blend=p2p_local_blend,
+            infedit_cross_replace=infedit_cross_replace, infedit_thresh_e=infedit_thresh_e,
+            infedit_thresh_m=infedit_thresh_m,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

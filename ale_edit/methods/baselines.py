@@ -1,4 +1,4 @@
-"""Baselines on the shared sampler: Free-Prompt-Editing, MasaCtrl and Prompt-to-Prompt.
+"""Baselines on the shared sampler: Free-Prompt-Editing, MasaCtrl, Prompt-to-Prompt and InfEdit.
 
 - ``fpe`` (Free-Prompt-Editing): in the conditional branch, the target's self-attention uses the source's queries
   and keys with its own values (the source's self-attention *maps*), in the blocks below the highest resolution
@@ -13,6 +13,10 @@
   cross-attention maps are the source's (replaced or refined through P2P's token mapper) for k < floor(0.8 (T+1)),
   and its self-attention maps the source's at level >= 2 for k < floor(T s), s the per-type schedule. It needs the
   tokenizer and each edit's pairs to build its mappers.
+- ``infedit`` (InfEdit, ``infedit.py``): a third, mutual branch on the source prompt; self-attention Q/K/V
+  substitution in every layer and both triples, cross-attention refinement for c >= (k+1)/T (c = 0.7), and a local
+  blend of x_t with the mutual latent after every step k >= 1. Besides the tokenizer and the pairs it needs the
+  text-encoder outputs of both prompts (its aligner's cosine step), and the sampler's ``mutual_cond``.
 
 None uses masks, object-restricted embeddings or background blending.
 """
@@ -27,6 +31,10 @@ import torch.nn.functional as F
 from ..attention import (
     SOURCE_TARGET_PAIRS, TARGET_COND, EditController, RegionGuidedCrossAttention, _chunks, _from_heads, _ProcessorBase,
     block_levels, install_processors,
+)
+from .infedit import (
+    INFEDIT_ALIGNER, INFEDIT_CROSS_REPLACE, INFEDIT_THRESH_E, INFEDIT_THRESH_M, InfEditController,
+    install_infedit_processors,
 )
 from .p2p import P2P_CROSS_REPLACE, P2P_LOCAL_BLEND, PromptToPromptController, install_p2p_processors
 
@@ -112,14 +120,24 @@ class Baseline:
     def controller(self, num_steps: int, schedules: torch.Tensor, *, masactrl_start_step: int = MASACTRL_START_STEP,
                    masactrl_start_layer: int = MASACTRL_START_LAYER, fpe_self_replace: float = FPE_SELF_REPLACE,
                    tokenizer=None, pairs=None, p2p_cross_replace: float = P2P_CROSS_REPLACE,
-                   p2p_local_blend: bool = P2P_LOCAL_BLEND):
-        """``pairs``: each edit's (source phrase, target phrase) pairs; with ``tokenizer``, needed by p2p only."""
+                   p2p_local_blend: bool = P2P_LOCAL_BLEND, source_embeds=None, target_embeds=None,
+                   infedit_cross_replace: float = INFEDIT_CROSS_REPLACE, infedit_thresh_e: float = INFEDIT_THRESH_E,
+                   infedit_thresh_m: float = INFEDIT_THRESH_M, infedit_aligner: str = INFEDIT_ALIGNER):
+        """``pairs``: each edit's (source phrase, target phrase) pairs; with ``tokenizer``, needed by p2p and
+        infedit. ``source_embeds``/``target_embeds`` (B, 77, D): the encodings of the joined prompts (infedit)."""
         if self.name == "p2p":
             if tokenizer is None or pairs is None:
                 raise ValueError("p2p builds its token mappers from the prompts: pass tokenizer= and pairs= (each "
                                  "edit's (source, target) phrase pairs)")
             return PromptToPromptController.from_pairs(tokenizer, pairs, num_steps, schedules,
                                                        cross_replace=p2p_cross_replace, local_blend=p2p_local_blend)
+        if self.name == "infedit":
+            if tokenizer is None or pairs is None or source_embeds is None or target_embeds is None:
+                raise ValueError("infedit builds its token mappers from the prompts and their encodings: pass "
+                                 "tokenizer=, pairs=, source_embeds= and target_embeds=")
+            return InfEditController.from_pairs(tokenizer, pairs, num_steps, schedules, source_embeds, target_embeds,
+                                                aligner=infedit_aligner, cross_replace=infedit_cross_replace,
+                                                thresh_e=infedit_thresh_e, thresh_m=infedit_thresh_m)
         if self.name == "fpe":
             return FreePromptController(num_steps, fpe_self_replace)
         if self.name == "masactrl":
@@ -136,6 +154,8 @@ class Baseline:
                                                                                                    levels[layer]))
         if self.name == "p2p":
             return install_p2p_processors(unet, controller)
+        if self.name == "infedit":
+            return install_infedit_processors(unet, controller)
         if self.name == "masactrl":
             return install_processors(
                 unet, lambda is_cross, layer: plain_cross if is_cross else MutualSelfAttention(controller, layer))
@@ -146,4 +166,5 @@ BASELINES: dict[str, Baseline] = {
     "fpe": Baseline("fpe", uses_source_prompt=False),
     "masactrl": Baseline("masactrl", uses_source_prompt=False),
     "p2p": Baseline("p2p", uses_source_prompt=True),
+    "infedit": Baseline("infedit", uses_source_prompt=True),
 }

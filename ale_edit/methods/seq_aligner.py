@@ -15,7 +15,12 @@ attention maps it takes. Positions count from the BOS token (position 0); EOS an
   mapper[n] is the source position aligned to target position n (-1 if none) and alphas[n] is 1 where aligned,
   else 0; from the target's length on, mapper[n] = n and alphas[n] = 1.
 
-The alignment functions are pure functions of token ids; ``word_tokens`` is the one place that tokenizes.
+- ``infedit_refinement_mapper`` (InfEdit's ``get_mapper``): the refinement mapper, then for every maximal run of
+  unaligned target tokens the one (target p, source q) pair with the most similar text-encoder outputs, q strictly
+  between the source positions aligned to the run's neighbours, is aligned too (docs/baselines.md §1.5 step 4).
+
+The alignment functions are pure functions of token ids (and, for InfEdit's step, encodings); ``word_tokens`` is
+the one place that tokenizes.
 """
 
 from __future__ import annotations
@@ -77,6 +82,49 @@ def refinement_mapper(source_ids: Sequence[int], target_ids: Sequence[int],
     mapper[: len(aligned)] = torch.tensor(aligned, dtype=torch.long)
     alphas = torch.ones(max_length)
     alphas[: len(aligned)] = (mapper[: len(aligned)] >= 0).float()
+    return mapper, alphas
+
+
+ALIGNER_ORDERS = ("reference", "intended")
+
+
+def infedit_refinement_mapper(source_ids: Sequence[int], target_ids: Sequence[int], source_encoding: torch.Tensor,
+                              target_encoding: torch.Tensor, order: str = "reference",
+                              max_length: int = MAX_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """P2P's refinement mapper extended by InfEdit's cosine step.
+
+    ``source_encoding``/``target_encoding`` (max_length, D): the text encoder's outputs of the two (padded)
+    prompts. For each maximal run [a, b) of unaligned target positions, the candidates are the source positions
+    range(mapper[a-1] + 1, mapper[b]); the pair with the highest cosine similarity gets mapper[p] = q, alpha 1
+    (the first maximum in target-major order wins; an empty candidate range adds nothing).
+    ``order="reference"`` scores cos(source_encoding[p], target_encoding[q]) as InfEdit's code does (its indices
+    are swapped), ``"intended"`` scores cos(target_encoding[p], source_encoding[q]).
+    """
+    if order not in ALIGNER_ORDERS:
+        raise ValueError(f"aligner order must be one of {ALIGNER_ORDERS}, got {order!r}")
+    mapper, alphas = refinement_mapper(source_ids, target_ids, max_length)
+    query, keys = ((source_encoding, target_encoding) if order == "reference"
+                   else (target_encoding, source_encoding))
+    similarity = torch.nn.functional.cosine_similarity(query.float()[:, None, :], keys.float()[None, :, :], dim=-1)
+    n, a = len(target_ids), 0
+    while a < n:
+        if alphas[a] != 0:
+            a += 1
+            continue
+        b = a
+        while b < n and alphas[b] == 0:
+            b += 1
+        # BOS and EOS always align, so a run has aligned neighbours; the guards only protect odd inputs
+        low = int(mapper[a - 1]) + 1 if a > 0 else 0
+        high = int(mapper[b]) if b < max_length else len(source_ids)
+        best = None
+        for p in range(a, b):
+            for q in range(low, high):
+                if best is None or similarity[p, q] > best[0]:
+                    best = (similarity[p, q], p, q)
+        if best is not None:
+            mapper[best[1]], alphas[best[1]] = best[2], 1.0
+        a = b
     return mapper, alphas
 
 
