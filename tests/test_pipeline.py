@@ -77,6 +77,13 @@ def test_repro_experiment_and_metrics_diff(ale_bench, tmp_path):
     assert "by_type.color.bg_psnr" in changed and changed["by_type.color.bg_psnr"]["diff"] != 0
     assert not any(k.startswith("by_type.object.") for k in changed)
 
+    # Table 1 over the commit and the experiment, and the same edits side by side, each read from its own run.
+    report = sh([sys.executable, "-m", "ale_edit.cli", "report", "--dvc-experiments", "--bench", "data/bench",
+                 "--grid-edits", "2", "-o", "reports"], project)
+    table = pd.read_csv(project / "reports" / "table1.csv")
+    assert len(table) == 2 and all(label.startswith("ALE-Edit [") for label in table["method"])
+    assert (project / "reports" / "method_grid.png").is_file() and "wrote table1" in report
+
 
 def test_edit_stage_killed_halfway_resumes_without_redoing(ale_bench, tmp_path):
     params = smoke_params(ale_bench, prompts__instances=3, edit__batch_size=1, edit__size=128)

@@ -86,3 +86,37 @@ def test_report_command(tmp_path):
     assert bad.exit_code == 2 and "LABEL=METRICS_JSON" in bad.output
     missing = CliRunner().invoke(main, ["report", "--run", f"A={tmp_path / 'none.json'}", "-o", str(tmp_path / "x")])
     assert missing.exit_code == 1 and "cannot read the metrics of run 'A'" in missing.output
+
+
+def test_method_grid_from_result_folders(ale_bench, tmp_path):
+    from PIL import Image
+
+    a, b = tmp_path / "ale" / "1" / "color", tmp_path / "fpe" / "1" / "color"
+    for root, color in ((a, (255, 0, 0)), (b, (0, 0, 255))):
+        for image in ("artificial_img05", "natural_img02"):
+            (root / image).mkdir(parents=True)
+            Image.new("RGB", (64, 64), color).save(root / image / "edit_0.png")
+    Image.new("RGB", (64, 64)).save(tmp_path / "ale" / "1" / "color" / "natural_img02" / "edit_1.png")  # ale only
+    metrics_file = tmp_path / "m.json"
+    metrics_file.write_text(json.dumps(metrics(20.0, 30.0)))
+    result = CliRunner().invoke(main, ["report", "--run", f"ALE={metrics_file}", "--run", f"FPE={metrics_file}",
+                                       "--results", f"ALE={tmp_path / 'ale'}", "--results", f"FPE={tmp_path / 'fpe'}",
+                                       "--bench", str(ale_bench), "--grid-edits", "5", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    grid = Image.open(tmp_path / "out" / "method_grid.png")
+    # Columns: source, ALE, FPE; rows: the two edits both methods have (edit_1 exists for ALE only).
+    assert grid.size == (3 * 192, 20 + 2 * (192 + 28))
+    assert grid.getpixel((192 + 96, 20 + 28 + 96)) == (255, 0, 0)  # ALE's column
+    assert grid.getpixel((2 * 192 + 96, 20 + 28 + 96)) == (0, 0, 255)  # FPE's column
+
+
+def test_method_grid_marks_missing_images():
+    from PIL import Image
+
+    from ale_edit.bench.figures import method_grid
+
+    rows = [{"source": Image.new("RGB", (8, 8), "white"), "caption": "x", "edited": {"A": Image.new("RGB", (8, 8))}}]
+    grid = method_grid(rows, ["A", "B"], tile=32)
+    assert grid.size == (3 * 32, 20 + 32 + 28)
+    assert grid.getpixel((2 * 32 + 16, 20 + 28 + 16)) == (200, 200, 200)  # B has no image: grey
+    assert grid.getpixel((32 + 16, 20 + 28 + 16)) == (0, 0, 0)

@@ -49,3 +49,26 @@ def edit_grid(rows: Sequence[Mapping], tile: int = 256) -> Image.Image:
             grid.paste(panel.convert("RGB").resize((tile, tile), Image.BICUBIC), (c * tile, y + caption_h))
         _caption(draw, (4, y + 2), row["caption"], 3 * tile - 8, font)
     return grid
+
+
+def method_grid(rows: Sequence[Mapping], methods: Sequence[str], tile: int = 192) -> Image.Image:
+    """One row per edit: the source, then each method's edited image (a grey tile where a method has none).
+
+    ``rows`` hold ``source`` (PIL), ``edited`` ({method: PIL}) and ``caption``; the method names head the columns.
+    """
+    header, caption_h = 20, 28
+    font = ImageFont.load_default()
+    columns = ["source", *methods]
+    grid = Image.new("RGB", (len(columns) * tile, header + max(1, len(rows)) * (tile + caption_h)), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, name in enumerate(columns):
+        draw.text((c * tile + 4, 4), name, fill=(0, 0, 0), font=font)
+    for r, row in enumerate(rows):
+        y = header + r * (tile + caption_h)
+        _caption(draw, (4, y + 2), row["caption"], len(columns) * tile - 8, font)
+        panels = [row["source"], *(row["edited"].get(m) for m in methods)]
+        for c, panel in enumerate(panels):
+            tile_image = Image.new("RGB", (tile, tile), (200, 200, 200)) if panel is None else \
+                panel.convert("RGB").resize((tile, tile), Image.BICUBIC)
+            grid.paste(tile_image, (c * tile, y + caption_h))
+    return grid

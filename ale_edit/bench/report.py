@@ -30,7 +30,8 @@ class Run:
     label: str
     metrics: Mapping
     params: Mapping = field(default_factory=dict)
-    rev: str = ""
+    rev: str = ""  # a readable name: the branch or experiment
+    rev_sha: str = ""  # the commit, where DVC keeps the run's outputs
 
 
 def run_label(params: Mapping) -> str:
@@ -92,7 +93,8 @@ def runs_from_dvc_experiments(exp_show: Sequence[Mapping], metrics_file: str = "
         metrics = ((data.get("metrics") or {}).get(metrics_file) or {}).get("data")
         params = ((data.get("params") or {}).get(params_file) or {}).get("data") or {}
         if metrics:
-            runs.append(Run(run_label(params), metrics, params, name))
+            sha = str(entry.get("rev", ""))
+            runs.append(Run(run_label(params), metrics, params, name, sha if sha != "workspace" else ""))
 
     workspace = None
     for top in exp_show:

@@ -8,9 +8,60 @@ import subprocess
 from pathlib import Path
 
 import click
+from PIL import Image
 
 from ..atomic import atomic_path
 from ..bench.report import Run, comparison_table, runs_from_dvc_experiments, to_markdown
+
+
+def _assignment(arg: str, option: str) -> tuple[str, str]:
+    label, sep, value = arg.partition("=")
+    if not sep or not label or not value:
+        raise click.BadParameter(f"{arg!r} is not LABEL=VALUE", param_hint=option)
+    return label, value
+
+
+def _folder_images(root: Path) -> dict[str, callable]:
+    """{edit id: loader} for an authors'-layout folder (or a folder of such folders, one per edit type)."""
+    found = {}
+    for path in sorted(root.glob("**/edit_*.png")):
+        n, edit_type, image = path.parts[-4], path.parts[-3], path.parts[-2]
+        index = path.stem.split("_", 1)[1]
+        found[f"{n}/{edit_type}/{image}/{index}"] = (lambda p=path: Image.open(p))
+    return found
+
+
+def _dvc_images(rev: str) -> dict[str, callable]:
+    """{edit id: loader} of one DVC experiment's results, read from the DVC cache at its commit."""
+    import io
+
+    import dvc.api
+    import pandas as pd
+
+    found = {}
+    fs = dvc.api.DVCFileSystem(rev=rev)
+    for table_path in fs.glob("results/*/edits.parquet"):
+        with fs.open(table_path, mode="rb") as f:
+            table = pd.read_parquet(io.BytesIO(f.read()))
+        root = table_path.rsplit("/", 1)[0]
+        for edit_id, path in zip(table["edit_id"], table["path"]):
+            found[edit_id] = (lambda p=f"{root}/{path}": Image.open(io.BytesIO(fs.open(p, mode="rb").read())))
+    return found
+
+
+def _method_grid(images: dict[str, dict], bench: Path, n: int):
+    from ..bench.dataset import image_path
+    from ..bench.figures import method_grid
+
+    common = sorted(set.intersection(*(set(found) for found in images.values())))
+    if not common:
+        raise click.ClickException("the runs share no edited image: no method grid")
+    rows = []
+    for edit_id in common[:n]:
+        image = edit_id.split("/")[2]
+        rows.append({"source": Image.open(image_path(bench, image)), "caption": edit_id,
+                     "edited": {label: found[edit_id]() for label, found in images.items()}})
+    return method_grid(rows, list(images))
 
 
 @click.command("report")
@@ -19,9 +70,17 @@ from ..bench.report import Run, comparison_table, runs_from_dvc_experiments, to_
 @click.option("--dvc-experiments", is_flag=True,
               help="Take the runs from `dvc exp show --json` in the current repository (the workspace, commits "
                    "and experiments), labelled by method and ablation.")
+@click.option("--results", "results_args", multiple=True, metavar="LABEL=DIR",
+              help="Edited images of a --run label, in the authors' layout <n>/<type>/<image>/edit_<i>.png, for the "
+                   "method grid. (With --dvc-experiments each experiment's own results are read from DVC.)")
+@click.option("--bench", type=click.Path(path_type=Path), default=None,
+              help="The benchmark folder with the source images (images/); with it, a method grid is drawn.")
+@click.option("--grid-edits", default=6, show_default=True, type=click.IntRange(1),
+              help="Edits (rows) in the method grid: the first edit ids that every method has.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Folder for the tables.")
-def report(run_args, dvc_experiments, out):
-    """Compare runs: writes table1, by_type and by_objects as Markdown and CSV."""
+def report(run_args, dvc_experiments, results_args, bench, grid_edits, out):
+    """Compare runs: writes table1, by_type and by_objects as Markdown and CSV, and with --bench a grid of the
+    same edits by every method (method_grid.png)."""
     runs = []
     for arg in run_args:
         label, sep, path = arg.partition("=")
@@ -46,5 +105,15 @@ def report(run_args, dvc_experiments, out):
             table.to_csv(tmp, index=False)
         with atomic_path(out / f"{name}.md") as tmp:
             tmp.write_text(to_markdown(table) + "\n", encoding="utf-8")
+    if bench is not None:
+        images = {label: _folder_images(Path(folder)) for label, folder in (_assignment(a, "--results")
+                                                                              for a in results_args)}
+        if dvc_experiments:
+            images.update({run.label: _dvc_images(run.rev_sha) for run in runs if run.rev_sha})
+        if not images:
+            raise click.UsageError("a method grid needs edited images: --results LABEL=DIR or --dvc-experiments")
+        grid = _method_grid(images, bench, grid_edits)
+        with atomic_path(out / "method_grid.png") as tmp:
+            grid.save(tmp, format="PNG")
     click.echo(to_markdown(comparison_table(runs, "overall")))
     click.echo(f"wrote table1, by_type and by_objects (.md, .csv) for {len(runs)} runs to {out}")
