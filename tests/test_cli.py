@@ -101,3 +101,14 @@ def test_mask_of_another_size_warns_and_runs(ale_bench, tmp_path):
         result = run(["edit", str(ale_bench / "images" / "artificial_img05.jpg"), "-e", "cup=gold cup",
                       "--mask", f"cup={small}", "-o", str(tmp_path / "x.png"), *FAST])
     assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("method", ["fpe", "masactrl", "p2p", "infedit"])
+def test_every_baseline_runs_from_the_command_line(ale_bench, tmp_path, method):
+    out = tmp_path / f"{method}.png"
+    result = run(["edit", str(ale_bench / "images" / "artificial_img05.jpg"), "-e", "cup=cup made of gold",
+                  "-e", "book=red-colored book", "--method", method, "--type", "material", "-o", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["method"] == method and record["mask_sources"] == {}  # baselines take no masks
+    assert Image.open(out).size == (64, 64)

@@ -212,3 +212,31 @@ def test_mask_of_another_size_is_resized_with_a_warning(tiny_models):
         masks, origin = ed.resolve_masks(EditRequest(Image.new("RGB", (64, 64)), [("cup", "gold cup")],
                                                      {"cup": mask}), Image.new("RGB", (64, 64)))
     assert masks["cup"].shape == (64, 64) and origin == {"cup": "given"}
+
+
+def test_rgb_cam_off_lets_object_tokens_attend_outside_their_masks(tiny_models, source, monkeypatch):
+    image, masks = source
+    cap = Capture(monkeypatch)
+    make_editor(tiny_models, rgb_cam=False).edit(EditRequest(image, PAIRS, masks))
+    assert cap.controller.masking is False  # plain SDPA in every cross-attention layer
+    cap_on = Capture(monkeypatch)
+    make_editor(tiny_models).edit(EditRequest(image, PAIRS, masks))
+    rm = cap_on.controller.region_masks(64, torch.device("cpu"), torch.float32)
+    owner = cap_on.controller.token_owner[0]
+    assert not rm.allowed[0][:, owner == 0].all()  # with RGB-CAM on, the cup's tokens are masked somewhere
+
+
+def test_ore_off_conditions_on_the_plain_prompts(tiny_models, source, monkeypatch):
+    from ale_edit.text import encode_prompts
+
+    image, masks = source
+    cap = Capture(monkeypatch)
+    make_editor(tiny_models, ore=False).edit(EditRequest(image, PAIRS, masks))
+    src, tgt = encode_prompts(tiny_models.tokenizer, tiny_models.text_encoder,
+                              ["cup and book", "cup made of gold and red-colored book"])
+    assert torch.equal(cap.inputs.source_cond[0], src) and torch.equal(cap.inputs.target_cond[0], tgt)
+    values = cap.controller.region_values[0]
+    assert all(torch.equal(values[r], tgt) for r in range(values.shape[0]))  # every region: the plain target
+    cap_on = Capture(monkeypatch)
+    make_editor(tiny_models).edit(EditRequest(image, PAIRS, masks))
+    assert not torch.equal(cap_on.inputs.source_cond[0], src)  # ORE on: the substituted base
