@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..attention import _from_heads, _ProcessorBase, _to_heads, install_processors
+from ..attention import _from_heads, _ProcessorBase, install_processors
 from ..text import JOINER, layout_prompt
 from .p2p import blend_layers
 from .seq_aligner import ALIGNER_ORDERS, MAX_LENGTH, infedit_refinement_mapper, prompt_ids
@@ -268,15 +268,7 @@ class InfEditCrossAttention(_ProcessorBase):
         self.store = store
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        if encoder_hidden_states is None:
-            raise ValueError("InfEditCrossAttention installed on a self-attention layer")
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(encoder_hidden_states))
-        v = _to_heads(attn, attn.to_v(encoder_hidden_states))
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
+        q, k, v = self.cross_attention_qkv(attn, hidden_states, encoder_hidden_states)
         ctl = self.controller
         replace = ctl.cross_replacing()
         if not (replace or self.store or ctl.recorder is not None):
