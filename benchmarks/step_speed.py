@@ -72,7 +72,7 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from ale_edit.attention import (  # noqa: E402
     SOURCE_TARGET_PAIRS, TARGET_COND, EditController, RegionGuidedCrossAttention, SelfAttentionInjection,
-    _chunks, _from_heads, _to_heads,
+    _chunks, _from_heads,
 )
 
 # What the editor installs: Q,K injection on every attn1, RGB-CAM on every attn2.
@@ -107,13 +107,7 @@ class ReferenceSelfAttention(SelfAttentionInjection):
     """``SelfAttentionInjection`` with explicit softmax instead of SDPA."""
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        if encoder_hidden_states is not None:
-            raise ValueError("ReferenceSelfAttention installed on a cross-attention layer")
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(hidden_states))
-        v = _to_heads(attn, attn.to_v(hidden_states))
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
+        q, k, v = self.self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         inject = self.controller.injecting()
         if inject.any():
             qs, ks = _chunks(q), _chunks(k)
@@ -129,15 +123,7 @@ class ReferenceCrossAttention(RegionGuidedCrossAttention):
     """RGB-CAM with the plain chunks also through explicit softmax (the target chunk is explicit in ALE too)."""
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        if encoder_hidden_states is None:
-            raise ValueError("ReferenceCrossAttention installed on a self-attention layer")
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(encoder_hidden_states))
-        v = _to_heads(attn, attn.to_v(encoder_hidden_states))
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
+        q, k, v = self.cross_attention_qkv(attn, hidden_states, encoder_hidden_states)
         if not self.controller.masking:
             return _from_heads(explicit_attention(attn, q, k, v))
         qs, ks, vs = _chunks(q), _chunks(k), _chunks(v)
