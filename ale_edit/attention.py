@@ -189,24 +189,24 @@ class _ProcessorBase:
             raise ValueError("a cross-attention processor was installed on a self-attention layer")
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(encoder_hidden_states))
-        v = _to_heads(attn, attn.to_v(encoder_hidden_states))
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
-        return q, k, v
+        return _project(attn, hidden_states, encoder_hidden_states)
 
     @staticmethod
     def self_attention_qkv(attn: Attention, hidden_states, encoder_hidden_states):
         """Q, K, V in heads, (batch, heads, N, d), of a self-attention layer."""
         if encoder_hidden_states is not None:
             raise ValueError("a self-attention processor was installed on a cross-attention layer")
-        q = _to_heads(attn, attn.to_q(hidden_states))
-        k = _to_heads(attn, attn.to_k(hidden_states))
-        v = _to_heads(attn, attn.to_v(hidden_states))
-        if attn.norm_q is not None:
-            q, k = attn.norm_q(q), attn.norm_k(k)
-        return q, k, v
+        return _project(attn, hidden_states, hidden_states)
+
+
+def _project(attn: Attention, hidden_states, context):
+    """Q from the queries' hidden states, K and V from ``context``, in heads, with the layer's Q/K norms."""
+    q = _to_heads(attn, attn.to_q(hidden_states))
+    k = _to_heads(attn, attn.to_k(context))
+    v = _to_heads(attn, attn.to_v(context))
+    if attn.norm_q is not None:
+        q, k = attn.norm_q(q), attn.norm_k(k)
+    return q, k, v
 
 
 def _chunks(x: torch.Tensor) -> list[torch.Tensor]:
