@@ -22,15 +22,18 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
+from .steps import StepSets, exceeds, per_edit
+
 BRANCHES = ("source_uncond", "target_uncond", "source_cond", "target_cond")
 N_BRANCHES = len(BRANCHES)
 SOURCE_TARGET_PAIRS = ((0, 1), (2, 3))  # (source chunk, target chunk) for self-attention injection
 TARGET_COND = 3
 
 
-def injection_active(schedule: float, step_index: int, num_steps: int) -> bool:
-    """Q,K injection runs at step k while schedule > (k+1)/num_steps (the first ``schedule`` fraction)."""
-    return schedule > (step_index + 1) / num_steps
+def injection_active(schedule, step_index: int, num_steps: int) -> bool:
+    """Q,K injection runs at step k while schedule > (k+1)/num_steps (the first ``schedule`` fraction), decided
+    on the schedule's decimal value exactly (``steps.exceeds``)."""
+    return step_index in exceeds(schedule, num_steps)
 
 
 def resize_masks_nearest(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -70,30 +73,25 @@ class EditController:
     step_index: int = 0
     _region_cache: dict = field(default_factory=dict, repr=False)
     _value_cache: dict = field(default_factory=dict, repr=False)
-    _inject: list = field(default_factory=list, repr=False)
-    _inject_on: dict = field(default_factory=dict, repr=False)
+    injection_steps: StepSets = field(init=False, repr=False)
 
     def __post_init__(self):
+        # The steps of each edit's Q,K injection, computed once and exactly (never on float32 schedules).
+        sets = per_edit(exceeds, self.schedules, self.num_steps)
+        self.injection_steps = StepSets(sets if self.self_injection else [frozenset()] * len(sets))
         self.begin_step(self.step_index)
 
     def begin_step(self, step_index: int) -> None:
         self.step_index = step_index
-        self._inject = [self.self_injection and injection_active(float(s), step_index, self.num_steps)
-                        for s in self.schedules]
-        self._inject_on = {}
 
     def injecting(self) -> torch.Tensor:
         """(B,) bool on the CPU: which edits inject the source's Q,K into the target branch at the current step."""
-        return torch.tensor(self._inject, dtype=torch.bool)
+        return self.injection_steps.tensor(self.step_index)
 
     def injection_mask(self, device) -> torch.Tensor | bool:
         """What the processors select with: ``True``/``False`` when every edit agrees (no tensor, no host-device
         copy), else a (B, 1, 1, 1) bool tensor on ``device``, copied once per step rather than once per layer."""
-        if all(self._inject) or not any(self._inject):
-            return all(self._inject)
-        if device not in self._inject_on:
-            self._inject_on[device] = self.injecting().to(device)[:, None, None, None]
-        return self._inject_on[device]
+        return self.injection_steps.mask(self.step_index, device)
 
     def region_value_projection(self, attn, dtype) -> torch.Tensor:
         """V(region values) of one cross-attention layer, (B, R, heads, T, dh); constant over a run, so computed

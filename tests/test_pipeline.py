@@ -69,9 +69,16 @@ def test_repro_experiment_and_metrics_diff(ale_bench, tmp_path):
     again = sh(DVC + ["repro"], project)
     assert ran_stages(again) == set()
 
-    # Injection in 4 of 5 steps (1.0) against none (0.2): only the color edits, their score and the report re-run.
-    exp = sh(DVC + ["exp", "run", "-S", "schedule.color=0.2"], project)
+    # Injection on steps 0-3 of 5 (1.0) against 0-2 (0.8; a float32 0.8 > 4/5 once made it 1.0): only the color
+    # edits, their score and the report re-run, and the color edits and metrics change.
+    images_before = {p: (project / "results" / t / p).read_bytes() for t in ("color", "object")
+                     for p in pd.read_parquet(project / "results" / t / "edits.parquet")["path"]}
+    exp = sh(DVC + ["exp", "run", "-S", "schedule.color=0.8"], project)
     assert ran_stages(exp) == {"edit@color", "score@color", "report"}
+    for t in ("color", "object"):
+        paths = pd.read_parquet(project / "results" / t / "edits.parquet")["path"]
+        same = [images_before[p] == (project / "results" / t / p).read_bytes() for p in paths]
+        assert (not any(same)) if t == "color" else all(same), (t, same)
     diff = json.loads(sh(DVC + ["metrics", "diff", "--json"], project).strip().splitlines()[-1])
     changed = diff["metrics/ale_bench.json"]
     assert "by_type.color.bg_psnr" in changed and changed["by_type.color.bg_psnr"]["diff"] != 0

@@ -23,11 +23,12 @@ None uses masks, object-restricted embeddings or background blending.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from .. import steps
 from ..attention import (
     SOURCE_TARGET_PAIRS, TARGET_COND, EditController, RegionGuidedCrossAttention, _chunks, _from_heads, _ProcessorBase,
     block_levels, install_processors,
@@ -53,12 +54,16 @@ class MasaCtrlController:
     start_step: int = MASACTRL_START_STEP
     start_layer: int = MASACTRL_START_LAYER
     step_index: int = 0
+    active_steps: frozenset = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.active_steps = steps.from_step(self.start_step, self.num_steps)
 
     def begin_step(self, step_index: int) -> None:
         self.step_index = step_index
 
     def active(self, layer: int) -> bool:
-        return self.step_index >= self.start_step and layer >= self.start_layer
+        return self.step_index in self.active_steps and layer >= self.start_layer
 
 
 @dataclass
@@ -69,12 +74,16 @@ class FreePromptController:
     fraction: float = FPE_SELF_REPLACE
     min_level: int = FPE_MIN_LEVEL
     step_index: int = 0
+    active_steps: frozenset = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.active_steps = steps.below_floor(self.fraction, self.num_steps)
 
     def begin_step(self, step_index: int) -> None:
         self.step_index = step_index
 
     def active(self, level: int) -> bool:
-        return self.step_index < int(self.num_steps * self.fraction) and level >= self.min_level
+        return self.step_index in self.active_steps and level >= self.min_level
 
 
 class FreePromptSelfAttention(_ProcessorBase):

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention import _from_heads, _ProcessorBase, install_processors
+from .. import steps
 from ..text import JOINER, layout_prompt
 from .p2p import blend_layers
 from .seq_aligner import ALIGNER_ORDERS, MAX_LENGTH, infedit_refinement_mapper, prompt_ids
@@ -40,6 +41,7 @@ INFEDIT_CROSS_REPLACE = 0.7  # the app's cross_replace_steps slider
 INFEDIT_THRESH_E = 0.6  # the app's local-blend threshold (LocalBlend's constructor default 0.3 is overridden)
 INFEDIT_THRESH_M = 0.6  # the app's mutual-blend threshold
 INFEDIT_TEMPERATURE = 0.15  # hard-coded in LocalBlend: tau_e = max(0.15 / sqrt(a_k), thresh_e)
+INFEDIT_BLEND_START = 1  # the local blend runs after steps k >= 1
 INFEDIT_ALIGNER = "reference"  # the reference's swapped cosine indices; "intended" compares target[p], source[q]
 N_CHUNKS = 6
 SOURCE, TARGET, MUTUAL = 0, 1, 2  # branch order inside a triple
@@ -49,19 +51,19 @@ COND = 3  # the first conditional chunk
 Recorder = Callable[[dict], None]
 
 
-def self_inject_active(schedule: float, step_index: int, num_steps: int) -> bool:
-    """InfEdit's (and ALE's) self-attention injection at step k: s > (k + 1) / T."""
-    return schedule > (step_index + 1) / num_steps
+def self_inject_active(schedule, step_index: int, num_steps: int) -> bool:
+    """InfEdit's (and ALE's) self-attention injection at step k: s > (k + 1) / T (exactly: ``steps.exceeds``)."""
+    return step_index in steps.exceeds(schedule, num_steps)
 
 
-def cross_replace_active(fraction: float, step_index: int, num_steps: int) -> bool:
-    """InfEdit's cross-attention replacement at step k: c >= (k + 1) / T."""
-    return fraction >= (step_index + 1) / num_steps
+def cross_replace_active(fraction, step_index: int, num_steps: int) -> bool:
+    """InfEdit's cross-attention replacement at step k: c >= (k + 1) / T (exactly: ``steps.reaches``)."""
+    return step_index in steps.reaches(fraction, num_steps)
 
 
 def blend_active(step_index: int) -> bool:
-    """InfEdit's local blend runs after every step but the first."""
-    return step_index >= 1
+    """InfEdit's local blend runs after every step but the first (``steps.from_step(INFEDIT_BLEND_START, T)``)."""
+    return step_index in steps.from_step(INFEDIT_BLEND_START, step_index + 1)
 
 
 def blend_threshold(alpha: float, thresh_e: float = INFEDIT_THRESH_E,
@@ -126,8 +128,9 @@ class InfEditController:
     temperature: float = INFEDIT_TEMPERATURE
     step_index: int = 0
     recorder: Recorder | None = None
-    _inject: list = field(default_factory=list, repr=False)
-    _inject_on: dict = field(default_factory=dict, repr=False)
+    injection_steps: steps.StepSets = field(init=False, repr=False)
+    cross_steps: frozenset = field(init=False, repr=False)
+    blend_steps: frozenset = field(init=False, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
     _store: dict = field(default_factory=dict, repr=False)
 
@@ -136,6 +139,10 @@ class InfEditController:
         for name in ("mappers", "alphas", "local_words", "mutual_words"):
             if tuple(getattr(self, name).shape) != (b, MAX_LENGTH):
                 raise ValueError(f"{name} of shape {tuple(getattr(self, name).shape)} for {b} edits")
+        # Every step rule computed once, exactly, before the loop.
+        self.injection_steps = steps.StepSets(steps.per_edit(steps.exceeds, self.schedules, self.num_steps))
+        self.cross_steps = steps.reaches(self.cross_replace, self.num_steps)
+        self.blend_steps = steps.from_step(INFEDIT_BLEND_START, self.num_steps)
         self.begin_step(self.step_index)
 
     @classmethod
@@ -165,21 +172,15 @@ class InfEditController:
     # -- step policy -------------------------------------------------------------------------------------------
     def begin_step(self, step_index: int) -> None:
         self.step_index = step_index
-        self._inject = [self_inject_active(float(s), step_index, self.num_steps) for s in self.schedules]
-        self._inject_on = {}
         if step_index == 0:
             self._store = {}
 
     def cross_replacing(self) -> bool:
-        return cross_replace_active(self.cross_replace, self.step_index, self.num_steps)
+        return self.step_index in self.cross_steps
 
     def injection_mask(self, device) -> torch.Tensor | bool:
         """``True``/``False`` when every edit agrees, else a (B, 1, 1, 1) bool tensor on ``device``."""
-        if all(self._inject) or not any(self._inject):
-            return all(self._inject)
-        if device not in self._inject_on:
-            self._inject_on[device] = torch.tensor(self._inject, dtype=torch.bool).to(device)[:, None, None, None]
-        return self._inject_on[device]
+        return self.injection_steps.mask(self.step_index, device)
 
     # -- cross-attention refinement ------------------------------------------------------------------------------
     def _on(self, name: str, tensor: torch.Tensor, device, dtype=None) -> torch.Tensor:
@@ -212,7 +213,7 @@ class InfEditController:
     def after_step(self, k: int, x_s: torch.Tensor, x_t: torch.Tensor, alpha_next: float, x_m: torch.Tensor,
                    alpha: float) -> torch.Tensor:
         """The three-branch sampler's hook: InfEdit's local blend of x_t after step k (``alpha`` = a_k)."""
-        if not blend_active(k):
+        if k not in self.blend_steps:
             return x_t
         h, w = x_t.shape[-2:]
         maps = self.stored_maps().to(x_t.device)

@@ -41,6 +41,7 @@ from ..attention import (
     BRANCHES, TARGET_COND, _chunks, _from_heads, _ProcessorBase, block_levels, install_processors,
     transformer_blocks_in_call_order,
 )
+from .. import steps
 from ..text import JOINER, layout_prompt
 from .seq_aligner import (
     MAX_LENGTH, prompt_ids, refinement_mapper, replacement_mapper, split_words, word_tokens,
@@ -58,20 +59,20 @@ SOURCE_COND = BRANCHES.index("source_cond")
 Recorder = Callable[[dict], None]
 
 
-def cross_replace_active(fraction: float, step_index: int, num_steps: int) -> bool:
-    """P2P's cross replacement at step k: k < floor((T + 1) * fraction)."""
-    return step_index < int((num_steps + 1) * fraction)
+def cross_replace_active(fraction, step_index: int, num_steps: int) -> bool:
+    """P2P's cross replacement at step k: k < floor((T + 1) * fraction) (exactly: ``steps.below_floor``)."""
+    return step_index in steps.below_floor(fraction, num_steps + 1, num_steps)
 
 
-def self_replace_active(fraction: float, step_index: int, num_steps: int) -> bool:
-    """P2P's self replacement at step k: k < floor(T * fraction). The fraction is rounded to 6 decimals first, so
-    a float32 schedule (0.6 -> 0.60000002) gives the step count of the float64 value P2P would see."""
-    return step_index < int(num_steps * round(float(fraction), 6))
+def self_replace_active(fraction, step_index: int, num_steps: int) -> bool:
+    """P2P's self replacement at step k: k < floor(T * fraction), on the fraction's decimal value exactly, so a
+    float32 schedule (0.6 -> 0.60000002) gives the step count of the 0.6 P2P would see."""
+    return step_index in steps.below_floor(fraction, num_steps)
 
 
-def blend_active(start: float, step_index: int, num_steps: int) -> bool:
-    """P2P's local blend after step k: k + 1 > floor(start * T)."""
-    return step_index + 1 > int(start * num_steps)
+def blend_active(start, step_index: int, num_steps: int) -> bool:
+    """P2P's local blend after step k: k + 1 > floor(start * T) (exactly: ``steps.after_floor``)."""
+    return step_index in steps.after_floor(start, num_steps)
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,9 @@ class PromptToPromptController:
     modes: tuple[str, ...] = ()
     step_index: int = 0
     recorder: Recorder | None = None
-    _self: list = field(default_factory=list, repr=False)
-    _self_on: dict = field(default_factory=dict, repr=False)
+    self_steps: steps.StepSets = field(init=False, repr=False)
+    cross_steps: frozenset = field(init=False, repr=False)
+    blend_steps: frozenset = field(init=False, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
     _store: dict = field(default_factory=dict, repr=False)
 
@@ -141,6 +143,10 @@ class PromptToPromptController:
         b = self.schedules.shape[0]
         if self.matrices.shape != (b, MAX_LENGTH, MAX_LENGTH) or self.keep.shape != (b, MAX_LENGTH):
             raise ValueError(f"mappers of shape {tuple(self.matrices.shape)} / {tuple(self.keep.shape)} for {b} edits")
+        # Every step rule computed once, exactly, before the loop.
+        self.self_steps = steps.StepSets(steps.per_edit(steps.below_floor, self.schedules, self.num_steps))
+        self.cross_steps = steps.below_floor(self.cross_replace, self.num_steps + 1, self.num_steps)
+        self.blend_steps = steps.after_floor(self.blend_start, self.num_steps)
         self.begin_step(self.step_index)
 
     @classmethod
@@ -165,25 +171,19 @@ class PromptToPromptController:
     # -- step policy -------------------------------------------------------------------------------------------
     def begin_step(self, step_index: int) -> None:
         self.step_index = step_index
-        self._self = [self_replace_active(float(s), step_index, self.num_steps) for s in self.schedules]
-        self._self_on = {}
         if step_index == 0:
             self._store = {}
 
     def cross_replacing(self) -> bool:
-        return cross_replace_active(self.cross_replace, self.step_index, self.num_steps)
+        return self.step_index in self.cross_steps
 
     def self_replacing(self) -> torch.Tensor:
         """(B,) bool on the CPU: which edits take the source's self-attention maps at the current step."""
-        return torch.tensor(self._self, dtype=torch.bool)
+        return self.self_steps.tensor(self.step_index)
 
     def self_replace_mask(self, device) -> torch.Tensor | bool:
         """``True``/``False`` when every edit agrees, else a (B, 1, 1, 1) bool tensor on ``device``."""
-        if all(self._self) or not any(self._self):
-            return all(self._self)
-        if device not in self._self_on:
-            self._self_on[device] = self.self_replacing().to(device)[:, None, None, None]
-        return self._self_on[device]
+        return self.self_steps.mask(self.step_index, device)
 
     @property
     def blending(self) -> bool:
@@ -234,7 +234,7 @@ class PromptToPromptController:
 
     def after_step(self, k: int, x_s: torch.Tensor, x_t: torch.Tensor, alpha_next: float) -> torch.Tensor:
         """The sampler's hook: P2P's local blend keeps x_s outside the words' mask (when blending is on)."""
-        if not self.blending or not blend_active(self.blend_start, k, self.num_steps):
+        if not self.blending or k not in self.blend_steps:
             return x_t
         mask = self.blend_mask(*x_t.shape[-2:]).to(x_t.device)
         return torch.where(mask, x_t, x_s)

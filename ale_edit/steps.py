@@ -1,0 +1,140 @@
+"""Which sampler steps a method's per-step rule is active on: computed once per edit, exactly, before the loop.
+
+Every method says "do X during the first s of the steps" in its own words, and each reference code compares
+floats to decide. Written once here, on the fraction's *decimal* value in exact rational arithmetic, a rule gives
+the same steps whether the fraction arrives as a Python float (0.6), a float32 (0.6000000238) or a string, and a
+comparison can never flip on the last bit: float32(0.6) > 9/15 would inject Q,K on one step too many.
+
+The rules (T steps, indexed k = 0 .. T-1, s a fraction in [0, 1]):
+
+- ``exceeds(s, T)``: {k : s > (k+1)/T}, i.e. s T > k + 1. ALE-Edit's and InfEdit's self-attention injection
+  (the authors' ``self_replace_steps <= (cur_step + 1) / num_steps`` means *no* injection).
+- ``reaches(s, T)``: {k : s >= (k+1)/T}. InfEdit's cross-attention replacement.
+- ``below_floor(s, n)``: {k : k < floor(n s)}. Prompt-to-Prompt's and Free-Prompt-Editing's
+  ``int(num_steps * fraction)`` (n = T; P2P's cross replacement uses n = T + 1, its alpha table's row count).
+- ``after_floor(s, T)``: {k : k + 1 > floor(s T)}. Prompt-to-Prompt's local-blend start.
+- ``from_step(j, T)``: {k : k >= j}. MasaCtrl's start step, InfEdit's local blend (j = 1).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from numbers import Rational
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+StepSet = frozenset  # of step indices k
+
+
+def exact(value) -> Fraction:
+    """The decimal a fraction was written as, exactly: 0.6 -> 3/5, also from float32 / float16 tensors or numpy
+    scalars (read back through their own shortest decimal, so float32 0.6000000238 is 3/5 too)."""
+    if isinstance(value, Rational):
+        return Fraction(value)
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"a step fraction must be one number, got a tensor of shape {tuple(value.shape)}")
+        value = value.detach().cpu()
+        value = value.float().numpy()[()] if value.dtype == torch.bfloat16 else value.numpy()[()]
+    if isinstance(value, (np.floating, np.integer)):
+        return Fraction(str(value))  # numpy prints the shortest decimal of its own precision
+    if isinstance(value, (float, str)):
+        fraction = Fraction(repr(value) if isinstance(value, float) else value)
+        return fraction
+    raise TypeError(f"a step fraction must be a number, got {type(value).__name__}")
+
+
+def _check(num_steps: int) -> None:
+    if num_steps < 1:
+        raise ValueError(f"the number of steps must be at least 1, got {num_steps}")
+
+
+def exceeds(fraction, num_steps: int) -> StepSet:
+    """{k : s > (k+1)/T}: the steps within the first ``fraction`` of the run, the boundary step excluded."""
+    _check(num_steps)
+    s = exact(fraction)
+    return frozenset(k for k in range(num_steps) if s * num_steps > k + 1)
+
+
+def reaches(fraction, num_steps: int) -> StepSet:
+    """{k : s >= (k+1)/T}: as ``exceeds``, the boundary step included."""
+    _check(num_steps)
+    s = exact(fraction)
+    return frozenset(k for k in range(num_steps) if s * num_steps >= k + 1)
+
+
+def below_floor(fraction, count: int, num_steps: int | None = None) -> StepSet:
+    """{k < floor(count s)} (among the ``num_steps`` steps, ``count`` by default)."""
+    num_steps = count if num_steps is None else num_steps
+    _check(num_steps)
+    end = math.floor(exact(fraction) * count)
+    return frozenset(range(min(max(end, 0), num_steps)))
+
+
+def after_floor(fraction, num_steps: int) -> StepSet:
+    """{k : k + 1 > floor(s T)}."""
+    _check(num_steps)
+    start = math.floor(exact(fraction) * num_steps)
+    return frozenset(k for k in range(num_steps) if k + 1 > start)
+
+
+def from_step(start: int, num_steps: int) -> StepSet:
+    """{k : k >= start}."""
+    _check(num_steps)
+    return frozenset(range(max(int(start), 0), num_steps))
+
+
+def per_edit(rule, fractions: Iterable, num_steps: int) -> tuple[StepSet, ...]:
+    """``rule(s, T)`` for each edit's fraction (a sequence, or a 1-D tensor as the editor builds schedules)."""
+    if isinstance(fractions, torch.Tensor):
+        fractions = list(fractions.reshape(-1).unbind()) if fractions.numel() else []
+    return tuple(rule(s, num_steps) for s in fractions)
+
+
+class StepSets:
+    """The per-edit step sets of one rule, read at the current step: which edits of the batch are active.
+
+    ``mask(step, device)`` is what processors select with: ``True``/``False`` when every edit agrees (no tensor,
+    so no host-device copy), else a (B, 1, 1, 1) bool tensor on ``device``, made once per step and device rather
+    than once per layer.
+    """
+
+    def __init__(self, sets: Sequence[StepSet]):
+        self.sets = tuple(frozenset(s) for s in sets)
+        self._step: int | None = None
+        self._on: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+    def active(self, step: int) -> list[bool]:
+        return [step in s for s in self.sets]
+
+    def any(self, step: int) -> bool:
+        return any(step in s for s in self.sets)
+
+    def tensor(self, step: int) -> torch.Tensor:
+        """(B,) bool on the CPU."""
+        return torch.tensor(self.active(step), dtype=torch.bool)
+
+    def mask(self, step: int, device) -> torch.Tensor | bool:
+        active = self.active(step)
+        if all(active) or not any(active):
+            return all(active)
+        if self._step != step:
+            self._step, self._on = step, {}
+        if device not in self._on:
+            self._on[device] = torch.tensor(active, dtype=torch.bool).to(device)[:, None, None, None]
+        return self._on[device]
+
+
+def select(mask: torch.Tensor | bool, chosen: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """``chosen`` where ``mask`` (a ``StepSets.mask``) is set, else ``own``; no copy when every edit agrees."""
+    if mask is True:
+        return chosen
+    if mask is False:
+        return own
+    return torch.where(mask, chosen, own)

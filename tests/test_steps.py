@@ -1,0 +1,118 @@
+"""Step sets: every method's per-step rule decided on the fraction's decimal value, never on a float32."""
+
+from fractions import Fraction
+from math import floor
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ale_edit import steps
+from ale_edit.attention import EditController
+from ale_edit.methods.baselines import FreePromptController, MasaCtrlController
+from ale_edit.methods.infedit import InfEditController
+from ale_edit.methods.p2p import PromptToPromptController
+
+from stage_utils import ROOT
+
+PARAMS_SCHEDULES = sorted(set(yaml.safe_load((ROOT / "params.yaml").read_text())["schedule"].values()))
+FRACTIONS = sorted(set(PARAMS_SCHEDULES) | {round(0.1 * i, 1) for i in range(1, 11)})
+STEP_COUNTS = range(1, 51)
+
+
+def expected_injection(s: float, num_steps: int) -> set[int]:
+    exact = Fraction(str(s))
+    return {k for k in range(num_steps) if exact * num_steps > k + 1}
+
+
+def ale_injected(schedule: float, num_steps: int) -> set[int]:
+    """The steps ALE's controller injects on, its schedules built as the editor builds them (float32)."""
+    ctl = EditController(num_steps=num_steps, schedules=torch.tensor([schedule], dtype=torch.float32))
+    injected = set()
+    for k in range(num_steps):
+        ctl.begin_step(k)
+        if bool(ctl.injecting()[0]):
+            injected.add(k)
+    return injected
+
+
+@pytest.mark.parametrize("schedule,num_steps,expected", [
+    (0.6, 15, range(8)), (0.8, 5, range(3)), (0.8, 15, range(11)), (0.5, 4, range(1)), (1.0, 15, range(14)),
+    (0.0, 15, range(0)),
+])
+def test_spelled_out_cases(schedule, num_steps, expected):
+    assert ale_injected(schedule, num_steps) == set(expected)
+
+
+def test_float32_schedules_inject_exactly_the_decimal_rule():
+    # float32(0.6) = 0.6000000238 > 9/15 once injected on step 8 too; float32(0.8) > 4/5 made 0.8 equal 1.0 at 5.
+    assert float(torch.tensor(0.6)) > 9 / 15
+    for s in FRACTIONS:
+        for num_steps in STEP_COUNTS:
+            assert ale_injected(s, num_steps) == expected_injection(s, num_steps), (s, num_steps)
+
+
+def test_every_method_uses_the_exact_rule_on_float32_schedules():
+    for s in FRACTIONS:
+        for num_steps in STEP_COUNTS:
+            schedules = torch.tensor([s, s], dtype=torch.float32)
+            exact = Fraction(str(s))
+            infedit = InfEditController(num_steps, schedules, torch.zeros(2, 77, dtype=torch.long), torch.ones(2, 77),
+                                        torch.zeros(2, 77), torch.zeros(2, 77), torch.tensor([5, 5]),
+                                        cross_replace=s)
+            p2p = PromptToPromptController(num_steps, schedules, torch.zeros(2, 77, 77), torch.zeros(2, 77),
+                                           cross_replace=s, blend_start=s)
+            fpe = FreePromptController(num_steps, fraction=torch.tensor(s, dtype=torch.float32))
+            got = {"infedit self": set(), "infedit cross": set(), "p2p self": set(), "p2p cross": set(),
+                   "fpe": set()}
+            for k in range(num_steps):
+                for ctl in (infedit, p2p, fpe):
+                    ctl.begin_step(k)
+                if infedit.injection_mask("cpu") is True:
+                    got["infedit self"].add(k)
+                if infedit.cross_replacing():
+                    got["infedit cross"].add(k)
+                if bool(p2p.self_replacing().all()):
+                    got["p2p self"].add(k)
+                if p2p.cross_replacing():
+                    got["p2p cross"].add(k)
+                if fpe.active(level=fpe.min_level):
+                    got["fpe"].add(k)
+            want = {
+                "infedit self": expected_injection(s, num_steps),
+                "infedit cross": {k for k in range(num_steps) if exact * num_steps >= k + 1},
+                "p2p self": set(range(floor(exact * num_steps))),
+                "p2p cross": set(range(min(floor(exact * (num_steps + 1)), num_steps))),
+                "fpe": set(range(floor(exact * num_steps))),
+            }
+            assert got == want, (s, num_steps)
+            assert p2p.blend_steps == {k for k in range(num_steps) if k + 1 > floor(exact * num_steps)}
+
+
+def test_masactrl_starts_at_its_step():
+    ctl = MasaCtrlController(num_steps=15, start_step=4, start_layer=0)
+    assert [k for k in range(15) if (ctl.begin_step(k), ctl.active(0))[1]] == list(range(4, 15))
+
+
+@pytest.mark.parametrize("value", [0.6, np.float32(0.6), np.float64(0.6), torch.tensor(0.6),
+                                   torch.tensor(0.6, dtype=torch.float16), "0.6", Fraction(3, 5)])
+def test_exact_reads_the_decimal_written(value):
+    assert steps.exact(value) == Fraction(3, 5)
+
+
+def test_bad_fractions_are_named():
+    with pytest.raises(TypeError, match="must be a number"):
+        steps.exact([0.5])
+    with pytest.raises(ValueError, match="one number"):
+        steps.exact(torch.tensor([0.5, 0.6]))
+    with pytest.raises(ValueError, match="at least 1"):
+        steps.exceeds(0.5, 0)
+
+
+def test_step_sets_mask_per_edit():
+    sets = steps.StepSets(steps.per_edit(steps.exceeds, torch.tensor([1.0, 0.5]), 4))
+    assert sets.mask(0, "cpu") is True and sets.mask(3, "cpu") is False
+    mixed = sets.mask(1, "cpu")  # 1.0 injects on steps 0-2, 0.5 on step 0 only
+    assert mixed.shape == (2, 1, 1, 1) and mixed.flatten().tolist() == [True, False]
+    assert sets.mask(1, "cpu") is mixed  # made once per step and device
