@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..io import mask_from_image
+from ..io import mask_from_image, to_8bit
 from .dataset import BenchLayoutError, image_path, list_images, mask_phrase
 
 AUTHORS_REPOSITORY = "https://github.com/ml-postech/ALE.git"
@@ -72,9 +72,11 @@ def select_images(available: Sequence[str], names: Sequence[str] = (), limit: in
 
 
 def _read_image_size(path: Path) -> tuple[int, int]:
+    """The (width, height) of a benchmark image, once its pixels are known to have an 8-bit reading."""
     try:
         with Image.open(path) as im:
             im.load()
+            to_8bit(im, path)  # an unsupported mode or range fails here, naming the file, not in a later stage
             return im.size
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise BenchLayoutError(f"benchmark image cannot be read (corrupt or not an image): {path}: {exc}") from exc
@@ -106,16 +108,16 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
                 with Image.open(path) as im:
                     im.load()
                     mode, size = im.mode, im.size
+                    grey_levels = len(np.unique(np.asarray(to_8bit(im, path).convert("RGB").convert("L"))))
                     if size != (width, height):
                         notes.append(f"{path.name}: {size[0]}x{size[1]} resized to {width}x{height} (nearest)")
                         warnings.warn(f"{name}/{path.name} is {size}, its image {(width, height)}: resized")
                         im = im.resize((width, height), Image.NEAREST)
-                    mask = mask_from_image(im)
+                    mask = mask_from_image(im, path)
             except (UnidentifiedImageError, OSError, SyntaxError) as exc:
                 raise BenchLayoutError(f"mask cannot be read: {path}: {exc}") from exc
-            grey = np.unique(np.asarray(Image.open(path).convert("L")))
-            if mode != "L" or len(grey) > 2:
-                notes.append(f"{path.name}: mode {mode}, {len(grey)} grey levels, binarised at 0.5")
+            if mode != "L" or grey_levels > 2:
+                notes.append(f"{path.name}: mode {mode}, {grey_levels} grey levels, binarised at 0.5")
             if not mask.any():
                 notes.append(f"{path.name}: empty mask, skipped")
                 continue
