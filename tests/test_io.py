@@ -1,9 +1,16 @@
-"""Reading images and the messy real masks."""
+"""Reading images (every PIL mode) and the messy real masks; writing files atomically with the umask's mode."""
+
+import os
+import stat
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from ale_edit.atomic import atomic_path, current_umask, save_image, write_json
+from ale_edit.bench.materialize import copy_tree_atomically
 from ale_edit.errors import EditInputError
 from ale_edit.io import load_image, load_mask, mask_from_image, to_8bit
 from ale_edit.masks import dilate_mask
@@ -249,3 +256,46 @@ def test_mask_in_a_mode_out_of_range_names_the_file(tmp_path):
     path = _saved(tmp_path, Image.fromarray(np.array([[0.0, 2.0]], np.float32)), "cup_mask.tif")
     with pytest.raises(EditInputError, match=r"mask for 'cup' .*cup_mask\.tif: image mode 'F'"):
         load_mask(path, name="cup")
+
+
+# -- files written atomically get the mode the umask gives --------------------------------------------------------
+
+@pytest.fixture
+def set_umask():
+    """Set the process umask for one test; the previous one comes back after it."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("umask,file,folder", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)])
+def test_atomic_files_and_folders_get_the_umask_mode(tmp_path, set_umask, umask, file, folder):
+    set_umask(umask)
+    assert current_umask() == umask
+    write_json(tmp_path / "new" / "deeper" / "record.json", {"a": 1})
+    save_image(tmp_path / "new" / "image.png", Image.new("RGB", (2, 2)))
+    with atomic_path(tmp_path / "new" / "table.csv") as tmp:
+        tmp.write_text("a\n")
+    for name in ("deeper/record.json", "image.png", "table.csv"):
+        assert stat.S_IMODE((tmp_path / "new" / name).stat().st_mode) == file, name
+    for name in ("new", "new/deeper"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == folder, name
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["deeper", "image.png", "table.csv"]  # no temp
+
+
+def test_umask_without_proc_is_read_by_setting_it_back(monkeypatch, tmp_path, set_umask):
+    set_umask(0o027)
+    monkeypatch.setattr("ale_edit.atomic.PROC_STATUS", str(tmp_path / "no-proc"))
+    assert current_umask() == 0o027
+    assert current_umask() == 0o027  # restored
+
+
+def test_published_temporary_folder_gets_the_mkdir_mode(tmp_path, set_umask):
+    set_umask(0o022)
+    src = Path(tempfile.mkdtemp(dir=tmp_path))
+    assert stat.S_IMODE(src.stat().st_mode) == 0o700
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("old")
+    copy_tree_atomically(src, tmp_path / "out")
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+    assert list((tmp_path / "out").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
