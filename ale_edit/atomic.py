@@ -8,6 +8,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .paths import image_format
+
 
 PROC_STATUS = "/proc/self/status"
 
@@ -66,6 +68,9 @@ def write_json(path: str | os.PathLike, data) -> None:
 
 
 def save_image(path: str | os.PathLike, image) -> None:
+    """Save ``image`` in the format its extension names (``paths.image_extensions``); an unknown extension is an
+    ``OutputPathError`` listing the known ones, raised before anything is written."""
     path = Path(path)
+    pil_format = image_format(path)
     with atomic_path(path) as tmp:
-        image.save(tmp, format=(path.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))
+        image.save(tmp, format=pil_format)

@@ -1,6 +1,7 @@
 """Reading images (every PIL mode) and the messy real masks; writing files atomically with the umask's mode."""
 
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -10,10 +11,12 @@ import pytest
 from PIL import Image
 
 from ale_edit.atomic import atomic_path, current_umask, save_image, write_json
+from ale_edit.bench.dataset import mask_phrase
 from ale_edit.bench.materialize import copy_tree_atomically
 from ale_edit.errors import EditInputError
 from ale_edit.io import load_image, load_mask, mask_from_image, to_8bit
 from ale_edit.masks import dilate_mask
+from ale_edit.paths import OutputPathError, check_output_image_path, image_format, safe_file_name
 
 
 def test_rgba_antialiased_mask_binarises_at_half(ale_bench):
@@ -299,3 +302,102 @@ def test_published_temporary_folder_gets_the_mkdir_mode(tmp_path, set_umask):
     copy_tree_atomically(src, tmp_path / "out")
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
     assert list((tmp_path / "out").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# -- output image paths checked before work; file names from phrases ----------------------------------------------
+
+@pytest.mark.parametrize("name,fmt", [("a.png", "PNG"), ("a.PNG", "PNG"), ("a.jpg", "JPEG"), ("a.jpeg", "JPEG"),
+                                      ("a.webp", "WEBP"), ("a.bmp", "BMP"), ("a.tif", "TIFF"), ("a.tiff", "TIFF")])
+def test_image_extensions_save_in_their_format(tmp_path, name, fmt):
+    assert image_format(name) == fmt
+    save_image(tmp_path / name, Image.new("RGB", (4, 4), (10, 200, 30)))
+    with Image.open(tmp_path / name) as im:
+        assert im.format == fmt and im.size == (4, 4)
+
+
+@pytest.mark.parametrize("name,shown", [("out.json", "'.json'"), ("out.xyz", "'.xyz'"), ("out", "no extension"),
+                                        ("out.gif", "'.gif'")])
+def test_unknown_extension_is_refused_listing_the_known_ones(tmp_path, name, shown):
+    message = rf"{name}: {shown} is not an image extension this can write; use one of .*\.jpg.*\.png.*\.tiff"
+    with pytest.raises(OutputPathError, match=message):
+        check_output_image_path(tmp_path / name)
+    with pytest.raises(OutputPathError, match=message):  # was KeyError: 'JSON'
+        save_image(tmp_path / "new" / name, Image.new("RGB", (2, 2)))
+    assert list(tmp_path.iterdir()) == []  # nothing written, no folder made
+
+
+def test_output_path_in_a_writable_place_passes_and_leaves_nothing(tmp_path):
+    assert check_output_image_path(tmp_path / "a" / "b" / "edit.png") == tmp_path / "a" / "b" / "edit.png"
+    (tmp_path / "c").mkdir()
+    assert check_output_image_path(str(tmp_path / "c" / "edit.JPG")) == tmp_path / "c" / "edit.JPG"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["c"]
+
+
+@pytest.mark.parametrize("path,message", [
+    ("/proc/x.png", r"/proc/x\.png: cannot create a file in /proc"),
+    ("/proc/self/nope/deeper/x.png", r"cannot create a file in /proc/self"),
+])
+def test_output_path_where_nothing_can_be_created_is_refused(path, message):
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    with pytest.raises(OutputPathError, match=message):
+        check_output_image_path(path)
+
+
+def test_output_path_under_a_file_or_at_a_folder_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(OutputPathError, match=r"notes\.txt is not a folder"):
+        check_output_image_path(tmp_path / "notes.txt" / "sub" / "x.png")
+    (tmp_path / "looks.png").mkdir()
+    with pytest.raises(OutputPathError, match=r"looks\.png is a folder, not an image file"):
+        check_output_image_path(tmp_path / "looks.png")
+    with pytest.raises(OutputPathError, match=r"the file name is 260 bytes, over the 255"):
+        check_output_image_path(tmp_path / ("a" * 256 + ".png"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_output_path_in_a_read_only_folder_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(OutputPathError, match=r"cannot create a file in .*locked: Permission denied"):
+            check_output_image_path(locked / "x.png")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_real_mask_names_stay_as_they_are(ale_bench):
+    names = [p.name for p in (ale_bench / "masks").glob("*/*_mask.png")]
+    assert "computer mouse_mask.png" in names and "t-shirt_mask.png" in names
+    for name in names:
+        assert safe_file_name(mask_phrase(name), "_mask.png") == name
+
+
+def test_safe_file_name_replaces_and_hashes():
+    assert safe_file_name("blue globe", "_mask.png") == "blue globe_mask.png"
+    assert safe_file_name("t-shirt", "_mask.png") == "t-shirt_mask.png"
+    assert re.fullmatch(r"a-b-[0-9a-f]{16}_mask\.png", safe_file_name("a/b", "_mask.png"))
+    assert re.fullmatch(r"---[0-9a-f]{16}", safe_file_name(".."))
+    assert re.fullmatch(r"-hidden-[0-9a-f]{16}\.png", safe_file_name(".hidden", ".png"))
+    for phrase in ("a/b", "a\\b", "yoga_mat", "line\nbreak", "tab\there", "nul\x00", "bell\x07", "del\x7f",
+                   "rlo\u202egnp.exe", "para\u2029graph", ".", "..", "../../etc/passwd"):
+        name = safe_file_name(phrase, "_mask.png")
+        stem = name[: -len("_mask.png")]
+        assert not any(c in stem for c in "/\\_\x00\n\t\x07\x7f\u202e\u2029"), (phrase, name)
+        assert not name.startswith("."), (phrase, name)
+        assert mask_phrase(name) == stem  # the layout reads the stem back whole
+    with pytest.raises(EditInputError, match="empty phrase"):
+        safe_file_name("", "_mask.png")
+
+
+def test_safe_file_names_are_bounded_and_distinct():
+    long_a, long_b = "é" * 200 + "a", "é" * 200 + "b"  # 401 bytes each, the same first 400
+    hashed = safe_file_name("a/b", "_mask.png")
+    phrases = ["a/b", "a\\b", "a-b", "a_b", "a\nb", hashed[: -len("_mask.png")], hashed, long_a, long_b,
+               "A-B", "a-b ", " a-b"]
+    names = [safe_file_name(p, "_mask.png") for p in phrases]
+    assert len(set(names)) == len(phrases), names
+    assert names[2] == "a-b_mask.png"
+    for name in names:
+        assert len(name.encode("utf-8")) <= 255 and name.endswith("_mask.png")
+    assert safe_file_name(long_a, "_mask.png").startswith("é" * 100)  # cut on a character boundary
