@@ -41,11 +41,10 @@ def is_git_source(source: str) -> bool:
     return source.endswith(".git") or source.startswith(("https://", "http://", "git@", "ssh://"))
 
 
-def _refuse_option_like(key: str, value: str) -> None:
+def _refuse_option_like(key: str, value: str, hint: str = "") -> None:
     """A value git would read as an option (``--upload-pack=...``, ``-c ...``, ``--help``) is refused by name."""
     if value.startswith("-"):
-        raise BenchSourceError(f"{key}={value!r} starts with '-', which git would read as an option; refused "
-                               f"(a local folder of that name can be given as ./{value})")
+        raise BenchSourceError(f"{key}={value!r} starts with '-', which git would read as an option; refused{hint}")
 
 
 def _relative_subdir(subdir: str) -> Path:
@@ -104,7 +103,7 @@ def bench_source(source: str, rev: str | None = None, subdir: str = AUTHORS_SUBD
     that resolves outside the clone. git itself gets ``--`` before the source, no terminal prompt, and only the
     transports in ``GIT_PROTOCOLS``.
     """
-    _refuse_option_like("bench.source", source)
+    _refuse_option_like("bench.source", source, f" (a local folder of that name can be given as ./{source})")
     if not is_git_source(source):
         path = Path(source).expanduser()
         if not path.is_dir():
@@ -112,7 +111,7 @@ def bench_source(source: str, rev: str | None = None, subdir: str = AUTHORS_SUBD
                                    f"ALE-Bench, e.g. ../shared/ale_bench, or to the authors' git repository)")
         yield path
         return
-    rev = "HEAD" if rev is None else str(rev)  # YAML reads an all-digit commit id as a number
+    rev = "HEAD" if rev is None else str(rev)  # params.yaml gives an unquoted all-digit short id as a number
     _refuse_option_like("bench.rev", rev)
     relative = _relative_subdir(subdir)
     with tempfile.TemporaryDirectory(prefix="ale_bench_git_") as tmp:
