@@ -8,16 +8,54 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .paths import image_format
+
+
+PROC_STATUS = "/proc/self/status"
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the kernel shows it (Linux >= 4.7).
+
+    Elsewhere it is set to 0o077 and restored at once: a file another thread created in between would be made
+    0o600; the callers here (the stages, the CLI) write from one thread.
+    """
+    try:
+        with open(PROC_STATUS, encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open`` gives a new file: 0o666 less the umask (0o644 under the usual 0o022)."""
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    """The mode ``mkdir`` gives a new folder: 0o777 less the umask (0o755 under the usual 0o022)."""
+    return 0o777 & ~current_umask()
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    The file ends with the mode a plain ``open`` would give it (``file_mode``), not mkstemp's 0o600: results are
+    shared with colleagues and web servers. Missing parent folders are made with the usual mkdir mode.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -30,6 +68,9 @@ def write_json(path: str | os.PathLike, data) -> None:
 
 
 def save_image(path: str | os.PathLike, image) -> None:
+    """Save ``image`` in the format its extension names (``paths.image_extensions``); an unknown extension is an
+    ``OutputPathError`` listing the known ones, raised before anything is written."""
     path = Path(path)
+    pil_format = image_format(path)
     with atomic_path(path) as tmp:
-        image.save(tmp, format=(path.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))
+        image.save(tmp, format=pil_format)

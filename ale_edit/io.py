@@ -1,4 +1,20 @@
-"""Reading images and mask files, with errors that name the file and the problem."""
+"""Reading images and mask files, with errors that name the file and the problem.
+
+Every mode PIL opens is brought to 8 bits by value, not by clipping: PIL's own ``convert`` clips the high-depth
+grey modes (a 16-bit PNG would come out almost white). The rules, per mode:
+
+- ``I;16``, ``I;16B``, ``I;16L``, ``I;16N`` (16-bit grey): ``round(v / 257)``, so 65535 -> 255.
+- ``I`` (32-bit signed integer): PIL gives it for 16-bit data (16-bit PPM; 16-bit grey PNG in older Pillow), so
+  it is read as 16-bit data when its values lie in [0, 65535]; other values are an error naming their range.
+- ``F`` (32-bit float): values in [0, 1] are scaled by 255 (``round(255 v)``); other ranges (and NaN) are an error
+  naming the range.
+- The 8-bit modes PIL converts correctly (``1``, ``L``, ``P``, ``RGB``, ``RGBX``, ``CMYK``, ``YCbCr``, ``LAB``,
+  ``HSV``, and with alpha ``LA``, ``PA``, ``RGBA``, ``RGBa``, ``La``) are left to PIL's conversions.
+- Any other mode is an ``EditInputError`` naming the file and the mode.
+
+16-bit RGB, RGBA and LA PNGs never reach this code at 16 bits: PIL's PNG decoder gives them as 8-bit ``RGB``,
+``RGBA``, ``LA`` keeping the high byte (``v >> 8``, at most 1 below ``round(v / 257)``).
+"""
 
 from __future__ import annotations
 
@@ -13,30 +29,94 @@ from .errors import EditInputError
 
 MASK_THRESHOLD = 0.5
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+SIXTEEN_BIT_MAX = 65535
+# 8-bit modes whose conversions to RGB, RGBA and L in PIL are correct (checked value by value in the tests).
+EIGHT_BIT_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "LA", "PA", "RGBA", "RGBa")
+# Modes with an alpha band; a ``P`` image with a "transparency" entry has one too.
+ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
+
+
+def _sixteen_bit_to_l(values: np.ndarray) -> Image.Image:
+    """An ``L`` image of 16-bit ``values`` (integers in [0, 65535]): round(v / 257).
+
+    Integer arithmetic: v / 257 is never a tie (257 is odd), so floor((2 v + 257) / 514) is round(v / 257).
+    """
+    values = values.astype(np.int64)
+    return Image.fromarray(((2 * values + 257) // 514).astype(np.uint8), "L")
+
+
+def _value_range(values: np.ndarray) -> str:
+    return f"[{values.min()}, {values.max()}]" if values.size else "[]"
+
+
+def to_8bit(im: Image.Image, source: str | os.PathLike = "image") -> Image.Image:
+    """``im`` in an 8-bit mode whose PIL conversions to RGB, RGBA and L are correct, scaled by value.
+
+    The 16-bit, ``I`` and ``F`` grey modes become ``L`` by the rules in this module's docstring; ``La`` (alpha
+    premultiplied, which PIL converts only to ``LA``) becomes ``LA``; the other 8-bit modes are returned as they
+    are. ``source`` (the file) is named in the ``EditInputError`` raised for a mode or a range that has no
+    8-bit reading.
+    """
+    mode = im.mode
+    if mode in EIGHT_BIT_MODES:
+        return im
+    if mode == "La":
+        return im.convert("LA")
+    if mode in SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_l(np.asarray(im))
+    if mode == "I":
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > SIXTEEN_BIT_MAX):
+            raise EditInputError(
+                f"{source}: image mode 'I' (32-bit integer) with values in {_value_range(values)}; it is read as "
+                f"16-bit data, which must lie in [0, {SIXTEEN_BIT_MAX}]"
+            )
+        return _sixteen_bit_to_l(values)
+    if mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        if values.size and not (np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0):
+            raise EditInputError(
+                f"{source}: image mode 'F' (32-bit float) with values in {_value_range(values)}; float images "
+                f"must lie in [0, 1]"
+            )
+        return Image.fromarray(np.floor(values * 255.0 + 0.5).astype(np.uint8), "L")  # round half up
+    raise EditInputError(
+        f"{source}: image mode {mode!r} is not supported (supported: "
+        f"{', '.join(EIGHT_BIT_MODES + ('La',) + SIXTEEN_BIT_MODES + ('I', 'F'))})"
+    )
+
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Load an RGB image, or raise an ``EditInputError`` naming the file and why it cannot be read."""
+    """Load an RGB image, or raise an ``EditInputError`` naming the file and why it cannot be read.
+
+    Every mode is brought to 8 bits by value (see the module docstring); an alpha band is dropped.
+    """
     path = Path(path)
     if not path.is_file():
         raise EditInputError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return to_8bit(im, path).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise EditInputError(f"image cannot be read (corrupt or not an image): {path}: {exc}") from exc
 
 
-def mask_from_image(im: Image.Image) -> np.ndarray:
-    """Binarise a mask picture at 0.5: grey level (times alpha, when there is one) / 255 >= 0.5.
+def mask_from_image(im: Image.Image, source: str | os.PathLike = "mask") -> np.ndarray:
+    """Binarise a mask picture at 0.5: grey level (times alpha, when there is one) / full scale >= 0.5.
 
-    Hand-refined masks come as 8-bit L, RGB or RGBA with antialiased edges; the object is white.
+    Hand-refined masks come as 8-bit L, RGB or RGBA with antialiased edges; the object is white. Other modes are
+    first brought to 8 bits by value (``to_8bit``), which keeps the decision: a 16-bit level v is >= 32768 exactly
+    when round(v / 257) >= 128, and a float level f is >= 0.5 exactly when round(255 f) >= 128. The grey level is
+    the luma of the picture's RGB (ITU-R 601-2, as PIL's ``L``).
     """
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    im = to_8bit(im, source)
+    if im.mode in ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
         grey = (rgba[..., 0] * 0.299 + rgba[..., 1] * 0.587 + rgba[..., 2] * 0.114) * rgba[..., 3]
     else:
-        grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        grey = np.asarray(im.convert("RGB").convert("L"), dtype=np.float32) / 255.0
     return grey >= MASK_THRESHOLD
 
 
@@ -59,7 +139,7 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, *, n
                     stacklevel=2,
                 )
                 im = im.resize(tuple(size), Image.NEAREST)
-            mask = mask_from_image(im)
+            mask = mask_from_image(im, f"{label} {path}")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise EditInputError(f"{label} cannot be read: {path}: {exc}") from exc
     if not mask.any():

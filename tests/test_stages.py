@@ -68,6 +68,7 @@ def test_bench_records_rgba_masks_and_stray_files(ale_bench, tmp_path):
 @pytest.mark.parametrize("source,message", [
     ("/nonexistent/ale_bench", "not a folder"),
     ("https://github.com/ml-postech/ALE.git", "bench.source"),
+    ("--upload-pack=touch pwned;.git", "bench.source='--upload-pack=touch pwned;.git' starts with '-'"),
 ])
 def test_bench_source_errors(ale_bench, tmp_path, source, message):
     params = smoke_params(ale_bench, bench__source=source)

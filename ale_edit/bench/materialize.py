@@ -19,7 +19,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..io import mask_from_image
+from ..atomic import folder_mode
+from ..io import mask_from_image, to_8bit
 from .dataset import BenchLayoutError, image_path, list_images, mask_phrase
 
 AUTHORS_REPOSITORY = "https://github.com/ml-postech/ALE.git"
@@ -27,14 +28,82 @@ AUTHORS_COMMIT = "f43ce869e6430f21a5a795aec22922565a1a1bee"
 AUTHORS_SUBDIR = "ale_bench"
 
 
+# Transports a bench.source may use: ``ext::`` and ``fd::`` (and any remote helper) can run arbitrary commands.
+GIT_PROTOCOLS = ("https", "http", "ssh", "git", "file")
+GIT_TIMEOUT_S = 600
+
+
+class BenchSourceError(BenchLayoutError):
+    """``bench.source``, ``bench.rev`` or ``bench.subdir`` is refused, or the source cannot be fetched."""
+
+
 def is_git_source(source: str) -> bool:
     return source.endswith(".git") or source.startswith(("https://", "http://", "git@", "ssh://"))
+
+
+def _refuse_option_like(key: str, value: str, hint: str = "") -> None:
+    """A value git would read as an option (``--upload-pack=...``, ``-c ...``, ``--help``) is refused by name."""
+    if value.startswith("-"):
+        raise BenchSourceError(f"{key}={value!r} starts with '-', which git would read as an option; refused{hint}")
+
+
+def _relative_subdir(subdir: str) -> Path:
+    """``bench.subdir`` as a path that stays inside the clone as written: relative, without ``..``."""
+    path = Path(subdir)
+    if path.is_absolute() or ".." in path.parts:
+        raise BenchSourceError(f"bench.subdir={subdir!r} must be a folder inside the repository (relative, "
+                               f"without '..')")
+    return path
+
+
+def _git(*args: str) -> str:
+    """Run git with no prompt and only ``GIT_PROTOCOLS``; its stdout, or ``CalledProcessError`` with its stderr."""
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ALLOW_PROTOCOL=":".join(GIT_PROTOCOLS))
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
+                          stdin=subprocess.DEVNULL, env=env).stdout.strip()
+
+
+def _resolve_commit(clone: Path, rev: str) -> str:
+    """The commit id ``rev`` names in ``clone``: a commit, tag or local branch, else a branch of the origin.
+
+    ``--end-of-options`` keeps git from reading ``rev`` as an option even if the check in ``bench_source`` is
+    bypassed; the id (hex only) is what reaches ``git checkout``.
+    """
+    for candidate in (rev, f"refs/remotes/origin/{rev}"):
+        try:
+            return _git("-C", str(clone), "rev-parse", "--verify", "--quiet", "--end-of-options",
+                        f"{candidate}^{{commit}}")
+        except subprocess.CalledProcessError:
+            continue
+    raise BenchSourceError(f"bench.rev={rev!r} is not a commit, tag or branch of the benchmark repository")
+
+
+def _refuse_escapes(clone: Path, folder: Path, subdir: str) -> None:
+    """``folder`` and every symbolic link under it must resolve inside ``clone``: a link to ``/etc`` or ``~`` would
+    have the bench stage read, and copy into its output, files that are not the repository's."""
+    root = clone.resolve()
+    if not folder.resolve().is_relative_to(root):
+        raise BenchSourceError(f"bench.subdir={subdir!r} leads outside the repository (to {folder.resolve()}) "
+                               f"through a symbolic link; refused")
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(parent) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise BenchSourceError(f"{path.relative_to(clone)} in the benchmark repository is a symbolic link "
+                                       f"outside it (to {os.readlink(path)}); refused")
 
 
 @contextmanager
 def bench_source(source: str, rev: str | None = None, subdir: str = AUTHORS_SUBDIR) -> Iterator[Path]:
     """Yield the ALE-Bench folder of ``source``: a local folder as it is, or a git repository checked out at
-    ``rev`` into a temporary folder (``subdir`` inside it)."""
+    ``rev`` into a temporary folder (``subdir`` inside it).
+
+    Refused with ``BenchSourceError`` before git runs: a source or rev starting with ``-`` (git would read it as
+    an option), a subdir that is absolute or has ``..``; after the checkout: a subdir or a symbolic link under it
+    that resolves outside the clone. git itself gets ``--`` before the source, no terminal prompt, and only the
+    transports in ``GIT_PROTOCOLS``.
+    """
+    _refuse_option_like("bench.source", source, f" (a local folder of that name can be given as ./{source})")
     if not is_git_source(source):
         path = Path(source).expanduser()
         if not path.is_dir():
@@ -42,20 +111,24 @@ def bench_source(source: str, rev: str | None = None, subdir: str = AUTHORS_SUBD
                                    f"ALE-Bench, e.g. ../shared/ale_bench, or to the authors' git repository)")
         yield path
         return
+    rev = "HEAD" if rev is None else str(rev)  # params.yaml gives an unquoted all-digit short id as a number
+    _refuse_option_like("bench.rev", rev)
+    relative = _relative_subdir(subdir)
     with tempfile.TemporaryDirectory(prefix="ale_bench_git_") as tmp:
+        clone = Path(tmp)
         try:
-            subprocess.run(["git", "clone", "--quiet", "--filter=blob:none", "--no-checkout", source, tmp],
-                           check=True, capture_output=True, text=True, timeout=600)
-            subprocess.run(["git", "-C", tmp, "checkout", "--quiet", rev or "HEAD"], check=True,
-                           capture_output=True, text=True, timeout=600)
+            _git("clone", "--quiet", "--filter=blob:none", "--no-checkout", "--", source, str(clone))
+            commit = _resolve_commit(clone, rev)
+            _git("-C", str(clone), "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError) as exc:
             detail = getattr(exc, "stderr", "") or str(exc)
-            raise BenchLayoutError(
-                f"cannot fetch ALE-Bench from {source} at {rev or 'HEAD'}: {detail.strip()}. Offline, point "
+            raise BenchSourceError(
+                f"cannot fetch ALE-Bench from {source} at {rev}: {detail.strip()}. Offline, point "
                 f"bench.source at a local copy in ALE-Bench's layout (images/, masks/, prompts/), e.g. "
                 f"`dvc exp run -S bench.source=../shared/ale_bench`."
             ) from exc
-        path = Path(tmp) / subdir
+        path = clone / relative
+        _refuse_escapes(clone, path, subdir)
         if not path.is_dir():
             raise BenchLayoutError(f"{source} at {rev} has no folder {subdir!r}")
         yield path
@@ -72,9 +145,11 @@ def select_images(available: Sequence[str], names: Sequence[str] = (), limit: in
 
 
 def _read_image_size(path: Path) -> tuple[int, int]:
+    """The (width, height) of a benchmark image, once its pixels are known to have an 8-bit reading."""
     try:
         with Image.open(path) as im:
             im.load()
+            to_8bit(im, path)  # an unsupported mode or range fails here, naming the file, not in a later stage
             return im.size
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise BenchLayoutError(f"benchmark image cannot be read (corrupt or not an image): {path}: {exc}") from exc
@@ -106,16 +181,16 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
                 with Image.open(path) as im:
                     im.load()
                     mode, size = im.mode, im.size
+                    grey_levels = len(np.unique(np.asarray(to_8bit(im, path).convert("RGB").convert("L"))))
                     if size != (width, height):
                         notes.append(f"{path.name}: {size[0]}x{size[1]} resized to {width}x{height} (nearest)")
                         warnings.warn(f"{name}/{path.name} is {size}, its image {(width, height)}: resized")
                         im = im.resize((width, height), Image.NEAREST)
-                    mask = mask_from_image(im)
+                    mask = mask_from_image(im, path)
             except (UnidentifiedImageError, OSError, SyntaxError) as exc:
                 raise BenchLayoutError(f"mask cannot be read: {path}: {exc}") from exc
-            grey = np.unique(np.asarray(Image.open(path).convert("L")))
-            if mode != "L" or len(grey) > 2:
-                notes.append(f"{path.name}: mode {mode}, {len(grey)} grey levels, binarised at 0.5")
+            if mode != "L" or grey_levels > 2:
+                notes.append(f"{path.name}: mode {mode}, {grey_levels} grey levels, binarised at 0.5")
             if not mask.any():
                 notes.append(f"{path.name}: empty mask, skipped")
                 continue
@@ -155,8 +230,12 @@ def manifest_entry(manifest: dict, image: str) -> dict:
 
 
 def copy_tree_atomically(src: Path, dst: Path) -> None:
-    """Replace ``dst`` by ``src`` (a finished temporary folder) in as few steps as the filesystem allows."""
+    """Replace ``dst`` by ``src`` (a finished temporary folder) in as few steps as the filesystem allows.
+
+    ``src`` gets the mode ``mkdir`` would have given ``dst`` (a ``mkdtemp`` folder is 0o700, unreadable to others).
+    """
     dst = Path(dst)
+    os.chmod(src, folder_mode())
     old = dst.with_name(f".{dst.name}.old")
     if old.exists():
         shutil.rmtree(old)
