@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,3 +75,35 @@ def save_image(path: str | os.PathLike, image) -> None:
     pil_format = image_format(path)
     with atomic_path(path) as tmp:
         image.save(tmp, format=pil_format)
+
+
+def replace_folder(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Replace ``dst`` by ``src`` (a finished temporary folder) in as few steps as the filesystem allows.
+
+    ``src`` gets the mode ``mkdir`` would have given ``dst`` (a ``mkdtemp`` folder is 0o700, unreadable to others).
+    """
+    src, dst = Path(src), Path(dst)
+    os.chmod(src, folder_mode())
+    old = dst.with_name(f".{dst.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+@contextmanager
+def atomic_dir(target: str | os.PathLike):
+    """Yield an empty temporary folder beside ``target``; on success it replaces ``target`` (a whole output folder
+    appears at once or not at all)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        replace_folder(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

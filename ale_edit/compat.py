@@ -59,15 +59,17 @@ def resolve(profile: str, key: str, given: Any, default: Any) -> Any:
     return PROFILES[check_profile(profile)].get(key, default)
 
 
-def provenance(profile: str, given: Mapping[str, Any], prefix: str = "") -> dict:
+def provenance(profile: str, given: Mapping[str, Any], prefix: str | tuple[str, ...] = "") -> dict:
     """For an edit's or a score's record: the profile, what it set, and which of its settings were overridden.
 
-    ``given`` maps setting keys (params.yaml paths) to the values given explicitly (``None``: not given); only the
-    keys under ``prefix`` are reported (``"score."`` for a score run, ``""`` for everything).
+    ``given`` maps setting keys (params.yaml paths) to the values given explicitly, or to the values in use after
+    resolution (``None``: not given); a value equal to the profile's counts as the profile's. Only the keys under
+    ``prefix`` (one or a tuple) are reported (``"score."`` for a score run, ``""`` for everything).
     """
     chosen = {k: v for k, v in PROFILES[check_profile(profile)].items() if k.startswith(prefix)}
+    overridden = {k: given[k] for k in chosen if given.get(k) is not None and given[k] != chosen[k]}
     return {
         "profile": profile,
-        "from_profile": {k: v for k, v in chosen.items() if given.get(k) is None},
-        "overridden": {k: given[k] for k in chosen if given.get(k) is not None},
+        "from_profile": {k: v for k, v in chosen.items() if k not in overridden},
+        "overridden": overridden,
     }

@@ -1,16 +1,17 @@
-"""ALE-Edit: the one place that knows the whole order of an edit.
+"""ALE-Edit's editor: the one place that knows the whole order of an edit, and no method's name or options.
 
 image + [(source, target), ...] + settings
+  -> image        the working size, once (longer side ``size``, sides multiples of 64)
   -> masks        given or detected (Grounded-SAM), binarised, dilated; a missed object is recorded
-  -> text plan    joined prompts, phrase spans, substituted bases and ORE            (text.py)
-  -> controller   schedule, per-resolution masks, ORE values                         (attention.py)
-  -> sampler      virtual inversion with the processors installed, background blending (sampler.py)
-  -> result       image + record (settings, mask sources, fallbacks, seconds)
+                  (only for a method that uses masks)
+  -> method       looked up by name (``methods``): from the edit batch it builds the branches' conditionings, the
+                  controller and the processors (ALE: ORE, Q,K injection, RGB-CAM, background blending)
+  -> sampler      virtual inversion with the processors installed; the controller's blend after each step
+  -> result       image + record (settings, compat profile, mask sources, fallbacks, seconds)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,76 +21,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .attention import EditController, install_ale_processors, resize_masks_nearest
+from .edit_types import DEFAULT_SCHEDULE, edit_type
 from .embeddings import TextEncoder, encoder_id
 from .errors import EditInputError
 from .masks import dilate_mask, dilation_radius
-from .methods import BASELINES, METHODS
-from .methods.baselines import FPE_SELF_REPLACE, MASACTRL_START_LAYER, MASACTRL_START_STEP
-from .methods.infedit import INFEDIT_CROSS_REPLACE, INFEDIT_THRESH_E, INFEDIT_THRESH_M
-from .methods.p2p import P2P_CROSS_REPLACE, P2P_LOCAL_BLEND
+from .methods import EditBatch, method_class
 from .models import DiffusionModels
+from .processors import blocks, install_processors
 from .sampler import SamplerInputs, virtual_inversion
-from .text import EOS_TREATMENTS, ORE_ZEROINGS, build_text_plan
+from .images import working_image, working_size  # noqa: F401  (working_size: part of the editor's API)
+from .settings import EditSettings
+from .text import joined_prompt
 
 MAX_OBJECTS = 3
-SCHEDULES: dict[str, float] = {
-    "color": 1.0,
-    "object": 0.5,
-    "material": 0.6,
-    "color+object": 0.5,
-    "object+material": 0.5,
-}
-"""The fraction of steps with self-attention Q,K injection, per edit type (the paper's settings)."""
-DEFAULT_SCHEDULE = 0.5  # when neither a type nor a schedule is given: the value of most types
-SIZE_MULTIPLE = 64  # the VAE's 8x and the UNet's three 2x downsamplings
 
 Detector = Callable[[Image.Image, Sequence[str]], Mapping[str, "np.ndarray | None"]]
-
-
-@dataclass(frozen=True)
-class EditSettings:
-    """Every knob of the method; the defaults reproduce the paper's setup on LCM_Dreamshaper_v7."""
-
-    steps: int = 15
-    size: int = 768  # the working image's longer side
-    guidance_source: float = 1.0
-    guidance_target: float = 2.0
-    eta: float = 1.0
-    dilation: float = 0.04  # mask dilation radius as a fraction of `size` (the authors' code; the paper says ~1%)
-    ore: bool = True
-    rgb_cam: bool = True
-    bb: bool = True
-    eos: str = "ore"
-    ore_zeroing: str = "other_phrases"
-    ore_index_quirk: bool = False  # True reproduces the authors' code's substituted-base indexing
-    final_blend: bool = False  # also blend the returned pred_x0 with z0 on the background (authors: no)
-    vae_latent: str = "mode"  # "sample" reproduces the authors' code
-    method: str = "ale"  # or a baseline on the same sampler: fpe, masactrl, p2p, infedit
-    masactrl_start_step: int = MASACTRL_START_STEP
-    masactrl_start_layer: int = MASACTRL_START_LAYER
-    fpe_self_replace: float = FPE_SELF_REPLACE  # FPE's own fraction (the per-type schedule is ALE's, P2P's, InfEdit's)
-    p2p_cross_replace: float = P2P_CROSS_REPLACE
-    p2p_local_blend: bool = P2P_LOCAL_BLEND
-    infedit_cross_replace: float = INFEDIT_CROSS_REPLACE
-    infedit_thresh_e: float = INFEDIT_THRESH_E
-    infedit_thresh_m: float = INFEDIT_THRESH_M
-
-    def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.size < SIZE_MULTIPLE or self.size % SIZE_MULTIPLE:
-            raise ValueError(f"size must be a positive multiple of {SIZE_MULTIPLE}, got {self.size}")
-        if self.dilation < 0:
-            raise ValueError(f"dilation must be >= 0, got {self.dilation}")
-        if self.eos not in EOS_TREATMENTS:
-            raise ValueError(f"eos must be one of {EOS_TREATMENTS}, got {self.eos!r}")
-        if self.ore_zeroing not in ORE_ZEROINGS:
-            raise ValueError(f"ore_zeroing must be one of {ORE_ZEROINGS}, got {self.ore_zeroing!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.vae_latent not in ("mode", "sample"):
-            raise ValueError(f"vae_latent must be 'mode' or 'sample', got {self.vae_latent!r}")
 
 
 @dataclass
@@ -99,7 +45,7 @@ class EditRequest:
     image: Image.Image
     pairs: Sequence[tuple[str, str]]
     masks: Mapping[str, np.ndarray] = field(default_factory=dict)
-    edit_type: str | None = None
+    edit_type: str | None = None  # either spelling: "color+object" or "color_object"
     schedule: float | None = None
     seed: int = 42
 
@@ -107,7 +53,7 @@ class EditRequest:
         if self.schedule is not None:
             return float(self.schedule)
         if self.edit_type is not None:
-            return SCHEDULES[self.edit_type]
+            return edit_type(self.edit_type).schedule
         return DEFAULT_SCHEDULE
 
 
@@ -135,43 +81,40 @@ def validate_request(request: EditRequest) -> None:
     unknown = sorted(set(request.masks) - set(sources))
     if unknown:
         raise EditInputError(f"masks given for {unknown}, which are not source phrases of this edit ({sources})")
-    if request.edit_type is not None and request.edit_type not in SCHEDULES:
-        raise EditInputError(f"unknown edit type {request.edit_type!r}; choose one of {sorted(SCHEDULES)}")
+    if request.edit_type is not None:
+        edit_type(request.edit_type)  # raises, naming the known types
     if request.schedule is not None and not 0.0 <= request.schedule <= 1.0:
         raise EditInputError(f"schedule must lie in [0, 1], got {request.schedule}")
 
 
-def working_size(image: Image.Image, size: int) -> tuple[int, int]:
-    """(width, height): the longer side scaled to ``size``, both sides multiples of 64, aspect kept."""
-    w, h = image.size
-    scale = size / max(w, h)
-    return (max(SIZE_MULTIPLE, round(w * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE),
-            max(SIZE_MULTIPLE, round(h * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE))
-
-
 def _fit_mask(mask: np.ndarray, phrase: str, original: tuple[int, int], work: tuple[int, int]) -> np.ndarray:
+    """A mask at the working size. Masks drawn on the original image or at the working size are expected; any
+    other size is resized (nearest) with a warning."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise EditInputError(f"mask for {phrase!r} has shape {mask.shape}; expected (height, width)")
-    if (mask.shape[1], mask.shape[0]) != original:
+    size = (mask.shape[1], mask.shape[0])
+    if size not in (original, work):
         warnings.warn(
-            f"mask for {phrase!r} is {mask.shape[1]}x{mask.shape[0]}, the image is {original[0]}x{original[1]}: "
+            f"mask for {phrase!r} is {size[0]}x{size[1]}, the image is {original[0]}x{original[1]}: "
             f"resized (nearest)", stacklevel=3,
         )
     mask = mask.astype(np.float32) >= 0.5 if mask.dtype != bool else mask
-    if (mask.shape[1], mask.shape[0]) != work:
+    if size != work:
         mask = np.asarray(Image.fromarray(mask).resize(work, Image.NEAREST))
     return mask
 
 
 class Editor:
-    """Edits images with ALE-Edit on loaded diffusion models; ``detector`` finds masks not given."""
+    """Edits images on loaded diffusion models with the method the settings name; ``detector`` finds the masks not
+    given (for methods that use masks)."""
 
     def __init__(self, models: DiffusionModels, settings: EditSettings = EditSettings(),
                  detector: Detector | None = None, *, text_encoder: TextEncoder | None = None,
                  progress: bool = True):
         self.models = models
         self.settings = settings
+        self.method = method_class(settings.method)(settings.options)
         self.detector = detector
         self.text_encoder = text_encoder or TextEncoder(
             models.tokenizer, models.text_encoder, encoder_id(models.name, models.dtype))
@@ -221,112 +164,49 @@ class Editor:
         st, m = self.settings, self.models
         for r in requests:
             validate_request(r)
-        images = [r.image.convert("RGB").resize(working_size(r.image, st.size), Image.BICUBIC) for r in requests]
+        images = [working_image(r.image, st.size) for r in requests]
         if len({im.size for im in images}) != 1:
             raise EditInputError(f"a batch needs one working size, got {sorted({im.size for im in images})}")
         generators = [torch.Generator().manual_seed(r.seed) for r in requests]
-        if st.method == "ale":
+        if self.method.uses_masks:
             resolved = [self.resolve_masks(r, im) for r, im in zip(requests, images)]
-        else:  # the baselines use no masks
+        else:
             resolved = [({}, {}) for _ in requests]
         z0 = torch.cat([self.encode(im, g) for im, g in zip(images, generators)])
-        if st.method == "ale":
-            controller, inputs, install = self._ale_setup(requests, resolved, z0, generators)
-        else:
-            controller, inputs, install = self._baseline_setup(requests, z0, generators)
-        previous = install(m.unet, controller)
+        batch = EditBatch(
+            pairs=[list(r.pairs) for r in requests], schedules=[r.resolved_schedule() for r in requests],
+            masks=[masks for masks, _ in resolved], num_steps=st.steps, latent_size=tuple(z0.shape[-2:]),
+            vae_scale_factor=m.vae_scale_factor, tokenizer=m.tokenizer, encode=self.text_encoder,
+            blocks=blocks(m.unet),
+        )
+        run = self.method.prepare(batch)
+        c = run.conditioning
+        inputs = SamplerInputs(z0=z0, uncond=c.uncond, source_cond=c.source, target_cond=c.target,
+                               generators=generators, mutual_cond=c.mutual)
+        previous = install_processors(m.unet, run.processor)
         try:
             latents = virtual_inversion(
-                m.unet, m.scheduler, inputs, controller, num_steps=st.steps, guidance_source=st.guidance_source,
-                guidance_target=st.guidance_target, eta=st.eta, final_blend=st.final_blend, progress=self.progress,
+                m.unet, m.scheduler, inputs, run.controller, num_steps=st.steps, guidance_source=st.guidance_source,
+                guidance_target=st.guidance_target, eta=st.eta, last_alpha=st.last_alpha, progress=self.progress,
             )
         finally:
             m.unet.set_attn_processor(previous)
         edited = self.decode(latents)
         seconds = (time.perf_counter() - start) / len(requests)
         return [
-            EditResult(out, masks, self._record(r, origin, images[0].size, seconds))
-            for r, (masks, origin), out in zip(requests, resolved, edited)
+            EditResult(out, masks, self._record(r, origin, images[0].size, seconds, extra))
+            for r, (masks, origin), out, extra in zip(requests, resolved, edited, run.records)
         ]
 
-    def _ale_setup(self, requests, resolved, z0, generators):
-        """ALE-Edit's controller and sampler inputs: ORE text plans, masks per layer, background blending."""
-        st, m = self.settings, self.models
-        plans = [
-            build_text_plan(m.tokenizer, self.text_encoder, r.pairs, use_ore=st.ore, eos=st.eos,
-                            zeroing=st.ore_zeroing, index_quirk=st.ore_index_quirk)
-            for r in requests
-        ]
-        lat_h, lat_w = z0.shape[-2:]
-        work_h, work_w = lat_h * m.vae_scale_factor, lat_w * m.vae_scale_factor
-        b, k = len(requests), max(len(r.pairs) for r in requests)
-        object_masks = torch.zeros(b, k, work_h, work_w, dtype=torch.bool)
-        restricted = torch.zeros(b, k, dtype=torch.bool)
-        background = torch.zeros(b, 1, lat_h, lat_w, dtype=torch.bool)
-        for e, (r, (masks, _)) in enumerate(zip(requests, resolved)):
-            for i, (source, _) in enumerate(r.pairs):
-                if masks[source] is not None:
-                    object_masks[e, i] = torch.from_numpy(masks[source])
-                    restricted[e, i] = True
-            if st.bb and all(masks[s] is not None for s, _ in r.pairs):
-                union = resize_masks_nearest(object_masks[e], lat_h, lat_w).any(dim=0)
-                background[e, 0] = ~union
-        region_values = torch.stack([
-            torch.cat([p.background_values[None], p.ore, p.background_values[None].expand(k - p.n_objects, -1, -1)])
-            for p in plans
-        ])
-        controller = EditController(
-            num_steps=st.steps,
-            schedules=torch.tensor([r.resolved_schedule() for r in requests]),
-            object_masks=resize_masks_nearest(object_masks, lat_h, lat_w),
-            restricted=restricted,
-            token_owner=torch.stack([p.token_owner() for p in plans]),
-            region_values=region_values,
-            rgb_cam=st.rgb_cam,
-        )
-        inputs = SamplerInputs(
-            z0=z0,
-            uncond=torch.stack([p.uncond for p in plans]),
-            source_cond=torch.stack([p.source_cond for p in plans]),
-            target_cond=torch.stack([p.target_cond for p in plans]),
-            generators=generators,
-            background=background if st.bb else None,
-        )
-        return controller, inputs, install_ale_processors
-
-    def _baseline_setup(self, requests, z0, generators):
-        """A baseline's controller and inputs: the plain joined prompts (the source one only if the method takes
-        it, else the empty prompt), no masks, no blending. InfEdit also runs the mutual branch on the source
-        prompt and reads both prompts' encodings for its aligner."""
-        st = self.settings
-        baseline = BASELINES[st.method]
-        sources = [" and ".join(s for s, _ in r.pairs) if baseline.uses_source_prompt else "" for r in requests]
-        targets = [" and ".join(t for _, t in r.pairs) for r in requests]
-        embeds = self.text_encoder(["", *sources, *targets])
-        n = len(requests)
-        controller = baseline.controller(st.steps, torch.tensor([r.resolved_schedule() for r in requests]),
-                                         masactrl_start_step=st.masactrl_start_step,
-                                         masactrl_start_layer=st.masactrl_start_layer,
-                                         fpe_self_replace=st.fpe_self_replace, tokenizer=self.models.tokenizer,
-                                         pairs=[list(r.pairs) for r in requests],
-                                         p2p_cross_replace=st.p2p_cross_replace, p2p_local_blend=st.p2p_local_blend,
-                                         source_embeds=embeds[1 : 1 + n], target_embeds=embeds[1 + n :],
-                                         infedit_cross_replace=st.infedit_cross_replace,
-                                         infedit_thresh_e=st.infedit_thresh_e, infedit_thresh_m=st.infedit_thresh_m)
-        inputs = SamplerInputs(z0=z0, uncond=embeds[:1].expand(n, -1, -1), source_cond=embeds[1 : 1 + n],
-                               target_cond=embeds[1 + n :], generators=generators,
-                               mutual_cond=embeds[1 : 1 + n] if st.method == "infedit" else None)
-        return controller, inputs, baseline.install
-
-    def _record(self, r: EditRequest, origin: dict, work_size: tuple[int, int], seconds: float) -> dict:
+    def _record(self, r: EditRequest, origin: dict, work_size: tuple[int, int], seconds: float, extra: dict) -> dict:
         st, m = self.settings, self.models
         fallbacks = [f"no mask for {p!r}: edited without masking and without background blending"
                      for p, o in origin.items() if o == "missing"]
         return {
             "method": st.method,
             "pairs": [list(p) for p in r.pairs],
-            "source_prompt": " and ".join(s for s, _ in r.pairs),
-            "target_prompt": " and ".join(t for _, t in r.pairs),
+            "source_prompt": joined_prompt([s for s, _ in r.pairs]),
+            "target_prompt": joined_prompt([t for _, t in r.pairs]),
             "edit_type": r.edit_type,
             "schedule": r.resolved_schedule(),
             "seed": r.seed,
@@ -335,10 +215,12 @@ class Editor:
             "dtype": str(m.dtype).replace("torch.", ""),
             "input_size": list(r.image.size),
             "working_size": list(work_size),
-            "settings": dataclasses.asdict(st),
+            "settings": st.as_dict(),
+            "compat": st.compat_record(),
             "mask_sources": origin,
             "fallbacks": fallbacks,
-            "background_blending": bool(st.method == "ale" and st.bb and not fallbacks),
+            "background_blending": False,
+            **extra,
             "seconds": round(seconds, 3),
         }
 

@@ -19,12 +19,16 @@ The rules (T steps, indexed k = 0 .. T-1, s a fraction in [0, 1]):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from fractions import Fraction
 from numbers import Rational
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .sampler import LatentBlend, StepState
 
 StepSet = frozenset  # of step indices k
 
@@ -41,9 +45,10 @@ def exact(value) -> Fraction:
         value = value.float().numpy()[()] if value.dtype == torch.bfloat16 else value.numpy()[()]
     if isinstance(value, (np.floating, np.integer)):
         return Fraction(str(value))  # numpy prints the shortest decimal of its own precision
-    if isinstance(value, (float, str)):
-        fraction = Fraction(repr(value) if isinstance(value, float) else value)
-        return fraction
+    if isinstance(value, float):
+        return Fraction(repr(value))  # repr is the shortest decimal that reads back as this float
+    if isinstance(value, str):
+        return Fraction(value)
     raise TypeError(f"a step fraction must be a number, got {type(value).__name__}")
 
 
@@ -138,3 +143,38 @@ def select(mask: torch.Tensor | bool, chosen: torch.Tensor, own: torch.Tensor) -
     if mask is False:
         return own
     return torch.where(mask, chosen, own)
+
+
+@dataclass
+class StepController:
+    """Per-step policy and state of one sampling run, shared by a method's processors (prompt-to-prompt's
+    controller): the sampler calls ``begin_step(k)`` before step k's UNet call, ``after_step(state)`` after the
+    step's update (the method's latent blend, if it has one) and ``finish(pred_x0, z0)`` on the returned latent.
+
+    Step sets are computed by subclasses once, in ``__post_init__``; ``on`` keeps one copy of a constant tensor
+    per device and dtype (mappers, masks), so no processor copies host tensors at every layer.
+    """
+
+    num_steps: int
+    step_index: int = field(default=0, kw_only=True)
+    blend: "LatentBlend | None" = field(default=None, kw_only=True)
+    _on_device: dict = field(default_factory=dict, init=False, repr=False)
+
+    def begin_step(self, step_index: int) -> None:
+        self.step_index = step_index
+        if self.blend is not None:
+            self.blend.begin_step(step_index)
+
+    def after_step(self, state: "StepState") -> torch.Tensor:
+        """The target latent after step ``state.step``: the blend's, else x_t as it is."""
+        return state.x_t if self.blend is None else self.blend(state)
+
+    def finish(self, pred_x0: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+        return pred_x0 if self.blend is None else self.blend.finish(pred_x0, z0)
+
+    def on(self, name: str, tensor: torch.Tensor, device, dtype=None) -> torch.Tensor:
+        """``tensor`` on ``device`` (in ``dtype``), copied once per run."""
+        key = (name, str(device), dtype)
+        if key not in self._on_device:
+            self._on_device[key] = tensor.to(device=device, dtype=dtype or tensor.dtype)
+        return self._on_device[key]

@@ -19,8 +19,9 @@ import click
 import numpy as np
 from PIL import Image
 
-from ale_edit.editor import EditRequest, Editor, EditSettings
+from ale_edit.editor import EditRequest, Editor
 from ale_edit.models import load_diffusion_models
+from ale_edit.settings import EditSettings
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "ale_bench"
 

@@ -1,10 +1,10 @@
 """Time and peak memory of one ALE-Edit sampler step, against plain two-branch LCM and an explicit-softmax baseline.
 
 One sampler step is one UNet call on the four-chunk batch of B=1 edit (source-uncond, target-uncond, source-cond,
-target-cond; ``ale_edit.attention.BRANCHES``), latent (size/8)^2. Three variants run on the same model and inputs:
+target-cond; ``ale_edit.processors.TWO_BRANCHES``), latent (size/8)^2. Three variants run on the same model and inputs:
 
   plain      stock SDPA processors (diffusers ``AttnProcessor2_0``): two-branch LCM without attention control;
-  ale        ``install_ale_processors(unet, controller)``, what the editor installs, with everything the editor
+  ale        ``AleEdit.prepare``'s processors (Q,K injection, RGB-CAM), what the editor installs, with everything it
              sets: 3 objects with masks, Q,K injection active (schedule 1.0, step 0 of 15), RGB-CAM with ORE
              region values;
   reference  the same injection and RGB-CAM, but every attention as explicit softmax(QK^T) @ V through
@@ -70,14 +70,15 @@ from diffusers import UNet2DConditionModel  # noqa: E402
 from diffusers.models.attention_processor import AttnProcessor2_0  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
-from ale_edit.attention import (  # noqa: E402
-    SOURCE_TARGET_PAIRS, TARGET_COND, EditController, RegionGuidedCrossAttention, SelfAttentionInjection,
-    _chunks, _from_heads,
-)
-
-# What the editor installs: Q,K injection on every attn1, RGB-CAM on every attn2.
-from ale_edit.attention import install_ale_processors  # noqa: E402
+from ale_edit.methods.ale import AleController, SelfAttentionInjection  # noqa: E402
 from ale_edit.models import build_tiny_diffusion_models, resolve_device, resolve_dtype  # noqa: E402
+from ale_edit.processors import (  # noqa: E402
+    TWO_BRANCHES, cross_attention_qkv, from_heads, install_processors, self_attention_qkv,
+)
+from ale_edit.rgb_cam import RegionGuidance, RegionGuidedCrossAttention  # noqa: E402
+from ale_edit.steps import select  # noqa: E402
+
+TARGET_COND = TWO_BRANCHES.chunk("target", conditional=True)
 
 diffusers_logging.set_verbosity_error()  # "modules that should be kept in float32: []" on every .to(dtype)
 
@@ -107,41 +108,39 @@ class ReferenceSelfAttention(SelfAttentionInjection):
     """``SelfAttentionInjection`` with explicit softmax instead of SDPA."""
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        q, k, v = self.self_attention_qkv(attn, hidden_states, encoder_hidden_states)
-        inject = self.controller.injecting()
-        if inject.any():
-            qs, ks = _chunks(q), _chunks(k)
-            sel = inject.to(q.device)[:, None, None, None]
-            for src, tgt in SOURCE_TARGET_PAIRS:
-                qs[tgt] = torch.where(sel, qs[src], qs[tgt])
-                ks[tgt] = torch.where(sel, ks[src], ks[tgt])
+        q, k, v = self_attention_qkv(attn, hidden_states, encoder_hidden_states)
+        inject = self.controller.injection_mask(q.device)
+        if inject is not False:
+            qs, ks = TWO_BRANCHES.chunks(q), TWO_BRANCHES.chunks(k)
+            for src, tgt in TWO_BRANCHES.pairs("source", "target"):
+                qs[tgt], ks[tgt] = select(inject, qs[src], qs[tgt]), select(inject, ks[src], ks[tgt])
             q, k = torch.cat(qs), torch.cat(ks)
-        return _from_heads(explicit_attention(attn, q, k, v)).to(q.dtype)
+        return from_heads(explicit_attention(attn, q, k, v)).to(q.dtype)
 
 
 class ReferenceCrossAttention(RegionGuidedCrossAttention):
     """RGB-CAM with the plain chunks also through explicit softmax (the target chunk is explicit in ALE too)."""
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        q, k, v = self.cross_attention_qkv(attn, hidden_states, encoder_hidden_states)
-        if not self.controller.masking:
-            return _from_heads(explicit_attention(attn, q, k, v))
-        qs, ks, vs = _chunks(q), _chunks(k), _chunks(v)
+        q, k, v = cross_attention_qkv(attn, hidden_states, encoder_hidden_states)
+        if self.guidance is None:
+            return from_heads(explicit_attention(attn, q, k, v))
+        qs, ks, vs = TWO_BRANCHES.chunks(q), TWO_BRANCHES.chunks(k), TWO_BRANCHES.chunks(v)
         plain = explicit_attention(attn, torch.cat(qs[:TARGET_COND]), torch.cat(ks[:TARGET_COND]),
                                    torch.cat(vs[:TARGET_COND]))
         target = self.region_guided(attn, qs[TARGET_COND], ks[TARGET_COND])
-        return _from_heads(torch.cat([plain, target]))
+        return from_heads(torch.cat([plain, target]))
 
 
-def set_variant(unet, variant: str, controller: EditController) -> None:
+def set_variant(unet, variant: str, controller: AleController) -> None:
     if variant == "plain":
         unet.set_attn_processor(AttnProcessor2_0())
-    elif variant == "ale":
-        install_ale_processors(unet, controller)
+    elif variant == "ale":  # what the editor installs for ALE-Edit
+        self_proc, cross_proc = SelfAttentionInjection(controller), RegionGuidedCrossAttention(controller.guidance)
+        install_processors(unet, lambda layer: cross_proc if layer.is_cross else self_proc)
     elif variant == "reference":
-        self_proc, cross_proc = ReferenceSelfAttention(controller), ReferenceCrossAttention(controller)
-        unet.set_attn_processor({name: self_proc if name.endswith("attn1.processor") else cross_proc
-                                 for name in unet.attn_processors})
+        self_proc, cross_proc = ReferenceSelfAttention(controller), ReferenceCrossAttention(controller.guidance)
+        install_processors(unet, lambda layer: cross_proc if layer.is_cross else self_proc)
     else:
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
 
@@ -217,16 +216,15 @@ def make_inputs(unet, size: int, device: torch.device, dtype: torch.dtype, seed:
     k = masks.shape[1]
     # As the editor: masks, restricted and token_owner on the CPU (the controller moves its per-resolution masks
     # once), region values (background, ORE_1..ORE_K) on the device in the text encoder's dtype.
-    controller = EditController(
-        num_steps=NUM_STEPS,
-        schedules=torch.tensor([1.0]),
+    guidance = RegionGuidance(
         object_masks=masks,
         restricted=torch.ones(1, k, dtype=torch.bool),
         token_owner=token_owner(),
         region_values=torch.randn(1, 1 + k, 77, d, generator=g).to(device, dtype),
     )
+    controller = AleController(NUM_STEPS, schedules=[1.0], guidance=guidance)
     controller.begin_step(0)
-    assert bool(controller.injecting().all()) and controller.masking
+    assert bool(controller.injecting().all()) and controller.guidance is not None
     timestep = torch.tensor(TIMESTEP, device=device)
     return latents, timestep, context, controller
 
@@ -507,7 +505,7 @@ def main() -> None:
         unet = build_unet(args.tiny, device, dtype)
         n_params = sum(p.numel() for p in unet.parameters())
         inputs = make_inputs(unet, args.size, device, dtype)
-        masks = inputs[-1].object_masks[0]
+        masks = inputs[-1].guidance.object_masks[0]
         print(f"  model: {n_params / 1e6:,.1f}M parameters, built in {time.perf_counter() - start:.1f}s; masks "
               f"cover {', '.join(f'{m.float().mean():.0%}' for m in masks)} of the latent", flush=True)
         for variant in variants:  # warm-up, and outputs for the equivalence check

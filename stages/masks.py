@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 from _common import atomic_dir, load_params, model_name
 
 from ale_edit.atomic import write_json
-from ale_edit.bench.runner import build_edit_masks, mask_phrase_sets
-from ale_edit.editor import working_size
+from ale_edit.bench.edit_masks import build_edit_masks, mask_phrase_sets
+from ale_edit.images import working_size
 from ale_edit.io import load_image
 
 

@@ -25,7 +25,7 @@ def main(params_file, bench, dictionary, out):
     p = load_params(params_file)["prompts"]
     manifest = json.loads((Path(bench) / "manifest.json").read_text())
     objects = load_objects(manifest)
-    types = [edit_type_of(k) for k in p["edit_types"]]
+    types = [edit_type_of(k).name for k in p["edit_types"]]
     counts, n = [int(c) for c in p["object_counts"]], int(p["instances"])
     try:
         if p["mode"] == "official":

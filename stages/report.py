@@ -8,7 +8,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from _common import atomic_dir, edit_type_of, load_params, schedule_key
+from _common import atomic_dir, edit_type_of, load_params
 
 from ale_edit.atomic import atomic_path, save_image, write_json
 from ale_edit.bench.figures import edit_grid
@@ -24,13 +24,13 @@ from ale_edit.io import load_image, load_mask
 def main(params_file, bench, metrics_file, plots_dir):
     params = load_params(params_file)
     types = [edit_type_of(k) for k in params["prompts"]["edit_types"]]
-    per_edit = pd.concat([pd.read_parquet(Path("scores") / schedule_key(t) / "per_edit.parquet") for t in types],
+    per_edit = pd.concat([pd.read_parquet(Path("scores") / t.key / "per_edit.parquet") for t in types],
                          ignore_index=True)
     metrics = to_jsonable(aggregate(per_edit))
     write_json(metrics_file, metrics)
 
     plots = Path(plots_dir)
-    by_type = pd.DataFrame([{"edit_type": t, **{m: metrics["by_type"][t].get(m) for m in METRIC_COLUMNS}}
+    by_type = pd.DataFrame([{"edit_type": t.name, **{m: metrics["by_type"][t.name].get(m) for m in METRIC_COLUMNS}}
                             for t in types])
     plots.mkdir(parents=True, exist_ok=True)
     with atomic_path(plots / "metrics_by_type.csv") as tmp:
@@ -41,7 +41,7 @@ def main(params_file, bench, metrics_file, plots_dir):
     n = int(params["score"]["grid_edits"])
     with atomic_dir(plots / "grids") as tmp:
         for t in types:
-            results = Path("results") / schedule_key(t)
+            results = Path("results") / t.key
             table = pd.read_parquet(results / "edits.parquet")
             table = table.sort_values("edit_id").head(n) if len(table) else table
             rows = []
@@ -53,7 +53,7 @@ def main(params_file, bench, metrics_file, plots_dir):
                 rows.append({"source": source, "masks": masks, "edited": load_image(results / row.path),
                              "caption": f"{row.edit_id}: {caption}"})
             if rows:
-                save_image(tmp / f"{schedule_key(t)}.png", edit_grid(rows))
+                save_image(tmp / f"{t.key}.png", edit_grid(rows))
     overall = metrics["overall"]
     summary = ", ".join(f"{m} {overall[m]:.4g}" for m in ("te_leakage", "ti_leakage", "edited_clip", "bg_psnr")
                         if isinstance(overall.get(m), float) and np.isfinite(overall[m]))

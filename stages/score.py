@@ -6,9 +6,9 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from _common import EDIT_TYPE_KEYS, atomic_dir, edit_type_of, load_params, model_name, schedule_key
+from _common import atomic_dir, edit_type_of, load_params, model_name
 
-from ale_edit.bench.dataset import EDIT_TYPES
+from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ale_edit.bench.metric_models import load_metric_models
 from ale_edit.bench.scoring import EditRecord, Scorer, aggregate, to_jsonable, write_outputs
 
@@ -39,7 +39,7 @@ def records(results: Path, bench: Path) -> list[EditRecord]:
 def main(type_key, params_file, bench, results, out):
     params = load_params(params_file)
     edit_type = edit_type_of(type_key)
-    key, p = schedule_key(edit_type), params["score"]
+    key, p = edit_type.key, params["score"]
     results, out = Path(results or f"results/{key}"), Path(out or f"scores/{key}")
     models = load_metric_models(params["model"]["preset"], clip=model_name(params, "clip"),
                                 dino=model_name(params, "dino"), lpips=model_name(params, "lpips"),
@@ -48,7 +48,7 @@ def main(type_key, params_file, bench, results, out):
     per_edit = scorer.score_records(records(results, Path(bench)))
     with atomic_dir(out) as tmp:
         write_outputs(per_edit, to_jsonable(aggregate(per_edit)), tmp)
-    click.echo(f"score {edit_type}: {len(per_edit)} edits, {int(per_edit['error'].notna().sum())} errors -> {out}")
+    click.echo(f"score {edit_type.name}: {len(per_edit)} edits, {int(per_edit['error'].notna().sum())} errors -> {out}")
 
 
 if __name__ == "__main__":

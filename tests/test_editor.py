@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import ale_edit.attention as attention_module
 import ale_edit.editor as editor_module
-from ale_edit.editor import EditRequest, Editor, EditSettings, working_size
+import ale_edit.processors as processors_module
+from ale_edit.editor import EditRequest, Editor, working_size
 from ale_edit.errors import EditInputError, PromptTooLongError
 from ale_edit.io import load_image, load_mask
+from ale_edit.methods.ale import AleController, AleOptions
+from ale_edit.settings import EditSettings
 
 SIZE = 64
 STEPS = 4
@@ -27,7 +29,14 @@ def source(ale_bench):
 
 
 def make_editor(models, **settings):
-    return Editor(models, EditSettings(size=SIZE, steps=STEPS, **settings), progress=False)
+    """An editor at the tests' size and steps; ALE-Edit's options go to its options, the rest to the settings."""
+    ale = {k: settings.pop(k) for k in list(settings) if k in AleOptions.__dataclass_fields__}
+    return Editor(models, EditSettings(size=SIZE, steps=STEPS, options=ale, **settings), progress=False)
+
+
+def background(controller) -> torch.Tensor:
+    """Where background blending copies x_s into x_t, (B, 1, h, w); None without background blending."""
+    return None if controller.blend is None else controller.blend.background
 
 
 class Capture:
@@ -50,19 +59,19 @@ def test_background_of_target_latent_equals_source_after_every_step(tiny_models,
     image, masks = source
     cap = Capture(monkeypatch)
     make_editor(tiny_models).edit(EditRequest(image, PAIRS, masks, edit_type="color"))
-    background = cap.inputs.background.expand_as(cap.steps[0][1])
-    assert 0 < background.float().mean() < 1
+    background_ = background(cap.controller).expand_as(cap.steps[0][1])
+    assert 0 < background_.float().mean() < 1
     assert len(cap.steps) == STEPS
     for _, x_s, x_t in cap.steps:
-        assert torch.equal(x_t[background], x_s[background])
-        assert not torch.equal(x_t[~background], x_s[~background])
+        assert torch.equal(x_t[background_], x_s[background_])
+        assert not torch.equal(x_t[~background_], x_s[~background_])
 
 
 def test_bb_off_leaves_the_background_free(tiny_models, source, monkeypatch):
     image, masks = source
     cap = Capture(monkeypatch)
     make_editor(tiny_models, bb=False).edit(EditRequest(image, PAIRS, masks, edit_type="color"))
-    assert cap.inputs.background is None
+    assert background(cap.controller) is None
     _, x_s, x_t = cap.steps[-1]
     assert not torch.allclose(x_s, x_t)
 
@@ -107,14 +116,14 @@ def test_qk_injection_runs_exactly_in_the_scheduled_steps(tiny_models, source, m
         return original_sdpa(q, k, v, *args, **kwargs)
 
     ctl_holder = []
-    original_begin = attention_module.EditController.begin_step
+    original_begin = AleController.begin_step
 
     def begin(self, k):
         ctl_holder[:] = [self]
         original_begin(self, k)
 
-    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
-    monkeypatch.setattr(attention_module.EditController, "begin_step", begin)
+    monkeypatch.setattr(processors_module.F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(AleController, "begin_step", begin)
     make_editor(tiny_models).edit(EditRequest(image, PAIRS, masks, schedule=0.5))  # 4 steps: k+1 < 2 -> step 0
     steps = {k for k, _ in seen}
     assert steps == set(range(STEPS))
@@ -151,8 +160,8 @@ def test_missed_detection_edits_without_masking_or_blending(tiny_models, source,
     assert result.record["mask_sources"] == {"cup": "given", "book": "missing"}
     assert result.record["background_blending"] is False and "book" in result.record["fallbacks"][0]
     assert result.masks["book"] is None
-    assert not cap.inputs.background.any()  # no blending at all for this edit
-    assert cap.controller.restricted.tolist() == [[True, False]]
+    assert not background(cap.controller).any()  # no blending at all for this edit
+    assert cap.controller.guidance.restricted.tolist() == [[True, False]]
 
 
 def test_detected_masks_are_used_and_recorded(tiny_models, source):
@@ -218,11 +227,11 @@ def test_rgb_cam_off_lets_object_tokens_attend_outside_their_masks(tiny_models, 
     image, masks = source
     cap = Capture(monkeypatch)
     make_editor(tiny_models, rgb_cam=False).edit(EditRequest(image, PAIRS, masks))
-    assert cap.controller.masking is False  # plain SDPA in every cross-attention layer
+    assert cap.controller.guidance is None  # plain SDPA in every cross-attention layer
     cap_on = Capture(monkeypatch)
     make_editor(tiny_models).edit(EditRequest(image, PAIRS, masks))
-    rm = cap_on.controller.region_masks(64, torch.device("cpu"), torch.float32)
-    owner = cap_on.controller.token_owner[0]
+    rm = cap_on.controller.guidance.region_masks(64, torch.device("cpu"), torch.float32)
+    owner = cap_on.controller.guidance.token_owner[0]
     assert not rm.allowed[0][:, owner == 0].all()  # with RGB-CAM on, the cup's tokens are masked somewhere
 
 
@@ -235,7 +244,7 @@ def test_ore_off_conditions_on_the_plain_prompts(tiny_models, source, monkeypatc
     src, tgt = encode_prompts(tiny_models.tokenizer, tiny_models.text_encoder,
                               ["cup and book", "cup made of gold and red-colored book"])
     assert torch.equal(cap.inputs.source_cond[0], src) and torch.equal(cap.inputs.target_cond[0], tgt)
-    values = cap.controller.region_values[0]
+    values = cap.controller.guidance.region_values[0]
     assert all(torch.equal(values[r], tgt) for r in range(values.shape[0]))  # every region: the plain target
     cap_on = Capture(monkeypatch)
     make_editor(tiny_models).edit(EditRequest(image, PAIRS, masks))

@@ -10,16 +10,20 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 import ale_edit.editor as editor_module
-from ale_edit.attention import _to_heads
-from ale_edit.editor import EditRequest, Editor, EditSettings
+from ale_edit.editor import EditRequest, Editor
+from ale_edit.errors import EditInputError
 from ale_edit.io import load_image
-from ale_edit.methods import BASELINES, METHODS
+from ale_edit.methods import METHODS, EditBatch, method_class
 from ale_edit.methods.infedit import (
-    InfEditController, InfEditCrossAttention, InfEditSelfAttention, blend_active, blend_threshold,
-    cross_replace_active, install_infedit_processors, self_inject_active, target_phrase_words,
+    InfEdit, InfEditController, InfEditCrossAttention, InfEditOptions, InfEditSelfAttention, blend_active,
+    blend_threshold, blend_word_vector, cross_replace_active, infedit_processors, self_inject_active,
+    target_phrase_words,
 )
 from ale_edit.methods.seq_aligner import infedit_refinement_mapper, prompt_ids, refinement_mapper
-from ale_edit.sampler import SamplerInputs, _noise, lcm_timesteps, virtual_inversion
+from ale_edit.processors import blocks, install_processors
+from ale_edit.processors import to_heads as _to_heads
+from ale_edit.sampler import SamplerInputs, StepState, _noise, lcm_timesteps, virtual_inversion
+from ale_edit.settings import EditSettings
 from ale_edit.text import encode_prompts
 from ale_edit.tokenizer import clip_tokenizer
 
@@ -45,6 +49,10 @@ def controller(b=1, num_steps=15, schedules=None, mappers=None, alphas=None, loc
         target_lengths=lengths if lengths is not None else torch.full((b,), 8),
         **kw,
     )
+
+
+def after_step(ctl, k, x_s, x_t, x_m, alpha, num_steps=15):
+    return ctl.after_step(StepState(k, num_steps, x_s, x_t, x_s, alpha, 0.5, x_m))
 
 
 # -- step rules -----------------------------------------------------------------------------------------------------
@@ -84,7 +92,7 @@ def test_local_blend_keeps_the_mutual_latent_outside_the_local_words(tiny_models
     s_source = _maps(slice(2, 4), 3)  # the source-refined maps: token 3 on the bottom-right block
     s_mutual = _maps(slice(0, 2), 2)  # the mutual-refined maps: token 2 (local word) on the top-left block
     s_mutual[0, 0, :, 7] = 1.0  # a uniform EOS map: would make everything "inside" were it read
-    ctl.accumulate(1, s_source, s_mutual)
+    ctl.blend.add(1, s_source, s_mutual)
     x_s, x_t, x_m = torch.zeros(1, 4, 8, 8), torch.ones(1, 4, 8, 8), torch.full((1, 4, 8, 8), 2.0)
     x_m_before = x_m.clone()
     top_left = torch.zeros(8, 8, dtype=torch.bool)
@@ -92,7 +100,7 @@ def test_local_blend_keeps_the_mutual_latent_outside_the_local_words(tiny_models
     bottom_right = torch.zeros(8, 8, dtype=torch.bool)
     bottom_right[4:, 4:] = True
     for k in range(15):
-        out = ctl.after_step(k, x_s, x_t, 0.5, x_m, alpha[k])
+        out = after_step(ctl, k, x_s, x_t, x_m, alpha[k])
         if k == 0:
             assert torch.equal(out, x_t)  # no blend after the first step
         elif k in (1, 2):
@@ -106,7 +114,7 @@ def test_local_blend_keeps_the_mutual_latent_outside_the_local_words(tiny_models
     # on its mutual-map mask at k = T - 2.
     ctl.mutual_words[0, 2] = ctl.mutual_words[0, 3] = 1
     for k in (5, 13):
-        out = ctl.after_step(k, x_s, x_t, 0.5, x_m, alpha[k])
+        out = after_step(ctl, k, x_s, x_t, x_m, alpha[k])
         assert torch.equal(out[..., bottom_right], x_s[..., bottom_right]), k
         rest = ~top_left & ~bottom_right
         assert torch.equal(out[..., rest], x_m[..., rest]), k
@@ -117,8 +125,8 @@ def test_local_blend_keeps_the_mutual_latent_outside_the_local_words(tiny_models
     # Without local words the target is not pulled to x_m (the reference's empty mask is skipped).
     empty = controller()
     empty.begin_step(0)
-    empty.accumulate(1, s_source, s_mutual)
-    assert torch.equal(empty.after_step(5, x_s, x_t, 0.5, x_m, alpha[5]), x_t)
+    empty.blend.add(1, s_source, s_mutual)
+    assert torch.equal(after_step(empty, 5, x_s, x_t, x_m, alpha[5]), x_t)
 
 
 # -- self-attention -------------------------------------------------------------------------------------------------
@@ -191,7 +199,7 @@ def test_cross_attention_refines_the_target_while_replacing_and_stores_refined_m
                 assert torch.allclose(out[c], _sdpa(q[c], k[c], v[c]), atol=1e-5)  # unconditional: plain
             stored += torch.stack([_refine(p_s, p_t, mapper, alphas).mean(1),
                                    _refine(p_m, p_t, mapper, alphas).mean(1)], dim=1)
-            assert torch.allclose(ctl._store[4], stored, atol=1e-5), step  # always refined with the own P_t
+            assert torch.allclose(ctl.blend.store.mean(), stored, atol=1e-5), step  # always refined with the own P_t
     assert [r["replacing"] for r in records] == [True] * 7 + [False] * 3
     assert not torch.allclose(_refine(p_s, p_t, mapper, alphas), p_t, atol=1e-4)
 
@@ -250,15 +258,28 @@ def test_controller_from_pairs_local_words_and_registration(tokenizer):
     words = target_phrase_words(tokenizer, PAIRS)
     # [BOS, cup, made, of, gold, and, red, -, colored, book, EOS]: every target-phrase token, not "and"
     assert words.nonzero().flatten().tolist() == [1, 2, 3, 4, 6, 7, 8, 9]
-    assert "infedit" in METHODS and BASELINES["infedit"].uses_source_prompt
-    with pytest.raises(ValueError, match="target_embeds"):
-        BASELINES["infedit"].controller(STEPS, torch.tensor([0.5]), tokenizer=tokenizer, pairs=[PAIRS])
+    assert "infedit" in METHODS and method_class("infedit") is InfEdit
+    with pytest.raises(ValueError, match="target encodings"):
+        InfEditController.from_pairs(tokenizer, [PAIRS], STEPS, [0.5], torch.randn(1, L, 16), torch.randn(0, L, 16))
     embeds = torch.randn(1, L, 16)
-    ctl = BASELINES["infedit"].controller(STEPS, torch.tensor([0.5]), tokenizer=tokenizer, pairs=[PAIRS],
-                                          source_embeds=embeds, target_embeds=embeds)
+    batch = EditBatch(pairs=[PAIRS], schedules=[0.5], masks=[{}], num_steps=STEPS, latent_size=(8, 8),
+                      vae_scale_factor=8, tokenizer=tokenizer, encode=lambda prompts: embeds.expand(len(prompts), -1, -1))
+    run = InfEdit(InfEditOptions()).prepare(batch)
+    ctl = run.controller
     assert isinstance(ctl, InfEditController) and ctl.cross_replace == 0.7 and ctl.thresh_e == ctl.thresh_m == 0.6
     assert ctl.target_lengths.tolist() == [11] and not ctl.mutual_words.any()
     assert torch.equal(ctl.local_words[0], words)
+    assert torch.equal(run.conditioning.mutual, run.conditioning.source)  # the mutual branch: the source prompt
+
+
+def test_blend_words_as_the_app_takes_them(tokenizer):
+    # target prompt: [BOS, cup, made, of, gold, and, red, -, colored, book, EOS]
+    assert blend_word_vector(tokenizer, PAIRS, "gold book").nonzero().flatten().tolist() == [4, 9]
+    assert blend_word_vector(tokenizer, PAIRS, "red-colored").nonzero().flatten().tolist() == [6, 7, 8]
+    assert not blend_word_vector(tokenizer, PAIRS, "").any()
+    assert torch.equal(blend_word_vector(tokenizer, PAIRS, "*"), target_phrase_words(tokenizer, PAIRS))
+    with pytest.raises(EditInputError, match="'silver' is not a word of the target prompt"):
+        blend_word_vector(tokenizer, PAIRS, "silver")
 
 
 # -- sampler --------------------------------------------------------------------------------------------------------
@@ -288,9 +309,12 @@ def test_three_branch_sampler_follows_infedits_update(tiny_models, eta):
         def begin_step(self, k):
             pass
 
-        def after_step(self, k, x_s, x_t, alpha_next, x_m, alpha):
-            seen.append((x_s.clone(), x_t.clone(), x_m.clone(), alpha_next, alpha))
-            return x_t
+        def after_step(self, state):
+            seen.append((state.x_s.clone(), state.x_t.clone(), state.x_m.clone(), state.alpha_next, state.alpha))
+            return state.x_t
+
+        def finish(self, pred_x0, z0):
+            return pred_x0
 
     unet = StubUNet()
     out = virtual_inversion(unet, tiny_models.scheduler, inputs, Recorder(), num_steps=STEPS, guidance_source=1.5,
@@ -347,13 +371,13 @@ def test_a_batch_of_edits_equals_the_edits_run_one_by_one(tiny_models, tokenizer
         # blend runs at k = 1 (also the x_m step T - 2) and k = 2
         ctl = InfEditController.from_pairs(tokenizer, [edits[i][0] for i in indices], 3,
                                            torch.tensor([edits[i][1] for i in indices]), source, target)
-        previous = install_infedit_processors(tiny_models.unet, ctl)
+        previous = install_processors(tiny_models.unet, infedit_processors(ctl, blocks(tiny_models.unet)))
         try:
             out = virtual_inversion(tiny_models.unet, tiny_models.scheduler, inputs, ctl, num_steps=3,
                                     progress=False)
         finally:
             tiny_models.unet.set_attn_processor(previous)
-        assert set(ctl._store) == {1, 3, 4}  # the tiny UNet's blend layers
+        assert ctl.blend.store.layers() == {1, 3, 4}  # the tiny UNet's blend layers
         return out
 
     batch = run([0, 1])
@@ -384,5 +408,5 @@ def test_editor_runs_infedit_with_the_mutual_branch_and_differs_from_p2p(tiny_mo
     assert torch.equal(inputs.source_cond[0], source) and torch.equal(inputs.target_cond[0], target)
     assert torch.equal(inputs.mutual_cond, inputs.source_cond)
     assert captured["PromptToPromptController"][0].mutual_cond is None
-    assert ctl.schedules.tolist() == pytest.approx([0.6]) and ctl.cross_replace == 0.7
+    assert list(ctl.schedules) == pytest.approx([0.6]) and ctl.cross_replace == 0.7
     assert not np.array_equal(outputs["infedit"], outputs["p2p"])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ale_edit.atomic import atomic_path, current_umask, save_image, write_json
 from ale_edit.bench.dataset import mask_phrase
-from ale_edit.bench.materialize import copy_tree_atomically
+from ale_edit.atomic import replace_folder
 from ale_edit.errors import EditInputError
 from ale_edit.io import load_image, load_mask, mask_from_image, to_8bit
 from ale_edit.masks import dilate_mask
@@ -299,7 +299,7 @@ def test_published_temporary_folder_gets_the_mkdir_mode(tmp_path, set_umask):
     assert stat.S_IMODE(src.stat().st_mode) == 0o700
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("old")
-    copy_tree_atomically(src, tmp_path / "out")
+    replace_folder(src, tmp_path / "out")
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
     assert list((tmp_path / "out").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

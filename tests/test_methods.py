@@ -6,14 +6,16 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-import ale_edit.attention as attention_module
 import ale_edit.editor as editor_module
-from ale_edit.attention import _to_heads
-from ale_edit.editor import EditRequest, Editor, EditSettings
+import ale_edit.processors as processors_module
+from ale_edit.editor import EditRequest, Editor
 from ale_edit.io import load_image
-import ale_edit.methods.baselines as baselines_module
-from ale_edit.methods import FreePromptSelfAttention, MasaCtrlController, MutualSelfAttention
+from ale_edit.methods.fpe import FreePromptSelfAttention
+from ale_edit.methods.masactrl import MasaCtrlController, MutualSelfAttention
+from ale_edit.processors import install_processors
+from ale_edit.processors import to_heads as _to_heads
 from ale_edit.sampler import SamplerInputs, virtual_inversion
+from ale_edit.settings import EditSettings
 from ale_edit.text import encode_prompts
 
 STEPS = 5
@@ -36,7 +38,7 @@ def sampler_inputs(models, seed=3):
 def run(models, make_processor, controller):
     """Target latents after each step with the given processors installed."""
     steps = []
-    previous = attention_module.install_processors(models.unet, make_processor)
+    previous = install_processors(models.unet, make_processor)
     try:
         virtual_inversion(models.unet, models.scheduler, sampler_inputs(models), controller, num_steps=STEPS,
                           progress=False, step_callback=lambda k, xs, xt, x0: steps.append(xt.clone()))
@@ -63,10 +65,11 @@ def test_mutual_self_attention_target_reads_source_keys_and_values():
 
 
 def test_masactrl_equals_the_plain_target_branch_before_its_start_step(tiny_models):
-    plain = run(tiny_models, lambda is_cross, layer: AttnProcessor2_0(), MasaCtrlController(STEPS, 99, 0))
+    plain = run(tiny_models, lambda layer: AttnProcessor2_0(), MasaCtrlController(STEPS, 99, 0))
     ctl = MasaCtrlController(STEPS, start_step=2, start_layer=0)
     plain_cross = AttnProcessor2_0()
-    masa = run(tiny_models, lambda is_cross, layer: plain_cross if is_cross else MutualSelfAttention(ctl, layer), ctl)
+    masa = run(tiny_models, lambda layer: plain_cross if layer.is_cross else MutualSelfAttention(ctl, layer.index),
+               ctl)
     for k in range(STEPS):
         same = torch.allclose(masa[k], plain[k], atol=1e-5)
         assert same == (k < 2), k
@@ -84,11 +87,11 @@ def test_fpe_target_self_attention_maps_equal_the_source_in_its_steps_and_layers
                          torch.equal(probs[1], probs[0])))
             return original_sdpa(q, k, v, *args, **kwargs)
 
-        monkeypatch.setattr(baselines_module.F, "scaled_dot_product_attention", spy)
+        monkeypatch.setattr(processors_module.F, "scaled_dot_product_attention", spy)
         try:
             return original_attend(self, attn, hidden_states, encoder_hidden_states)
         finally:
-            monkeypatch.setattr(baselines_module.F, "scaled_dot_product_attention", original_sdpa)
+            monkeypatch.setattr(processors_module.F, "scaled_dot_product_attention", original_sdpa)
 
     monkeypatch.setattr(FreePromptSelfAttention, "attend", attend)
     editor = Editor(tiny_models, EditSettings(size=64, steps=STEPS, method="fpe"), progress=False)
@@ -110,7 +113,7 @@ def test_baselines_take_only_the_target_prompt(tiny_models, image, monkeypatch, 
     original = editor_module.virtual_inversion
 
     def wrapped(unet, scheduler, inputs, controller, **kw):
-        captured["inputs"] = inputs
+        captured["inputs"], captured["controller"] = inputs, controller
         return original(unet, scheduler, inputs, controller, **kw)
 
     monkeypatch.setattr(editor_module, "virtual_inversion", wrapped)
@@ -122,13 +125,14 @@ def test_baselines_take_only_the_target_prompt(tiny_models, image, monkeypatch, 
                                    ["", "cup made of gold and red-colored book"])
     inputs = captured["inputs"]
     assert torch.equal(inputs.source_cond[0], empty) and torch.equal(inputs.target_cond[0], target)
-    assert inputs.background is None and detector_calls == []  # no masks, no blending
+    assert captured["controller"].blend is None and detector_calls == []  # no masks, no blending
 
 
 def test_methods_differ_from_each_other(tiny_models, image):
     outputs = {}
     for method in ("ale", "fpe", "masactrl"):
-        settings = EditSettings(size=64, steps=STEPS, method=method, masactrl_start_step=1, masactrl_start_layer=0)
+        options = {"start_step": 1, "start_layer": 0} if method == "masactrl" else None
+        settings = EditSettings(size=64, steps=STEPS, method=method, options=options)
         masks = {"cup": np.ones((64, 64), bool), "book": np.zeros((64, 64), bool)}
         with pytest.warns(UserWarning) if method == "ale" else _nullcontext():
             outputs[method] = np.asarray(Editor(tiny_models, settings, progress=False)

@@ -8,15 +8,18 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 import ale_edit.editor as editor_module
-from ale_edit.attention import _to_heads, transformer_blocks_in_call_order
-from ale_edit.editor import EditRequest, Editor, EditSettings
+from ale_edit.editor import EditRequest, Editor
 from ale_edit.io import load_image
-from ale_edit.methods import BASELINES, METHODS
+from ale_edit.methods import METHODS, EditBatch, method_class
 from ale_edit.methods.p2p import (
-    P2P_SELF_MIN_LEVEL, PromptToPromptController, PromptToPromptCrossAttention, PromptToPromptSelfAttention,
-    align_prompts, blend_active, blend_layers, blend_words, cross_replace_active, install_p2p_processors,
-    self_replace_active,
+    P2P_SELF_MIN_LEVEL, PromptToPrompt, PromptToPromptController, PromptToPromptCrossAttention,
+    PromptToPromptOptions, PromptToPromptSelfAttention, align_prompts, blend_active, blend_layers, blend_words,
+    cross_replace_active, p2p_processors, self_replace_active,
 )
+from ale_edit.processors import blocks, install_processors, self_attention_qkv, transformer_blocks_in_call_order
+from ale_edit.processors import to_heads as _to_heads
+from ale_edit.sampler import StepState
+from ale_edit.settings import EditSettings
 from ale_edit.methods.seq_aligner import (
     global_alignment, prompt_ids, refinement_mapper, replacement_mapper, word_tokens,
 )
@@ -131,6 +134,14 @@ def controller_for(pairs, schedules, num_steps=10, **kwargs):
     return PromptToPromptController.from_pairs(clip_tokenizer(), pairs, num_steps, schedules, **kwargs)
 
 
+def install_p2p_processors(unet, controller):
+    return install_processors(unet, p2p_processors(controller, blocks(unet)))
+
+
+def after_step(ctl, k, x_s, x_t, num_steps=15):
+    return ctl.after_step(StepState(k, num_steps, x_s, x_t, x_s, 0.5, 0.5))
+
+
 def heads_out(x):
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
 
@@ -204,7 +215,7 @@ def test_layers_on_an_sd15_shaped_unet():
         block_out_channels=(8, 8, 8, 8), layers_per_block=2, norm_num_groups=4, cross_attention_dim=8,
         attention_head_dim=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-    assert blend_layers(unet) == {4, 5, 7, 8, 9}
+    assert blend_layers(blocks(unet)) == {4, 5, 7, 8, 9}
     install_p2p_processors(unet, controller_for([REPLACE], torch.tensor([1.0]), local_blend=True))
     processors = unet.attn_processors
     order = transformer_blocks_in_call_order(unet)
@@ -245,7 +256,7 @@ def test_sampler_run_replaces_target_cross_maps_during_the_replace_steps_only(ti
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
         out = original(self, attn, hidden_states, encoder_hidden_states)
-        q, k, v = self.self_attention_qkv(attn, hidden_states, encoder_hidden_states)
+        q, k, v = self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         self_checks.append((self.level, torch.equal(out, heads_out(F.scaled_dot_product_attention(q, k, v)))))
         return out
 
@@ -275,7 +286,7 @@ def test_sampler_run_self_replacement_follows_the_schedule_at_qualifying_levels(
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
         out = original(self, attn, hidden_states, encoder_hidden_states)
-        q, k, v = self.self_attention_qkv(attn, hidden_states, encoder_hidden_states)
+        q, k, v = self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         plain = heads_out(F.scaled_dot_product_attention(q, k, v))
         injected = heads_out(F.scaled_dot_product_attention(q[2:3], k[2:3], v[3:4]))
         assert torch.equal(out[:3], plain[:3])  # source and unconditional chunks untouched
@@ -311,7 +322,7 @@ def test_source_branch_is_the_plain_runs(tiny_models):
 # -- local blend ----------------------------------------------------------------------------------------------------
 def test_local_blend_keeps_the_source_outside_the_word_maps():
     ctl = controller_for([REFINE], torch.tensor([1.0]), num_steps=15, local_blend=True)
-    words = ctl.words[0]  # (2, 77)
+    words = ctl.blend.words[0]  # (2, 77)
     grid = torch.zeros(4, 4)
     grid[:2, :2] = 1  # the source words attend to the top-left 2x2 of a 4x4 map
     p_src = torch.zeros(1, 2, 16, 77)
@@ -321,30 +332,30 @@ def test_local_blend_keeps_the_source_outside_the_word_maps():
     p_tgt = torch.zeros(1, 2, 16, 77)
     p_tgt[..., 0] = 1  # the target words get nothing: an empty mask, no NaN
     ctl.begin_step(0)
-    ctl.accumulate(3, p_src, p_tgt)
+    ctl.blend.add(3, p_src, p_tgt)
     x_s, x_t = torch.zeros(1, 4, 8, 8), torch.ones(1, 4, 8, 8)
     inside = torch.zeros(8, 8, dtype=torch.bool)
     inside[:6, :6] = True  # the 2x2 block, max-pooled 3x3 to 3x3, upsampled 2x to 6x6
-    assert torch.equal(ctl.blend_mask(8, 8)[0, 0], inside)
+    assert torch.equal(ctl.blend.mask(8, 8)[0, 0], inside)
     for k in range(15):
-        out = ctl.after_step(k, x_s, x_t, 0.5)
+        out = after_step(ctl, k, x_s, x_t)
         if k < 3:
             assert torch.equal(out, x_t), k  # no blend before k + 1 > floor(0.2 T)
         else:
             assert torch.equal(out[..., inside], x_t[..., inside]) and torch.equal(out[..., ~inside], x_s[..., ~inside])
     off = controller_for([REFINE], torch.tensor([1.0]), num_steps=15)
-    assert off.words is None and torch.equal(off.after_step(10, x_s, x_t, 0.5), x_t)  # off by default
+    assert off.blend is None and torch.equal(after_step(off, 10, x_s, x_t), x_t)  # off by default
 
 
 def test_local_blend_in_a_sampler_run_stores_the_deepest_layers_and_blends(tiny_models):
-    assert blend_layers(tiny_models.unet) == {1, 3, 4}  # the non-mid blocks of the tiny UNet's deepest level
+    assert blend_layers(blocks(tiny_models.unet)) == {1, 3, 4}  # the non-mid blocks of the tiny UNet's deepest level
     # The tiny UNet's random maps are nearly flat: at P2P's 0.3 every pixel is inside. 0.95 leaves a real mask.
     ctl = controller_for([REFINE], torch.tensor([1.0]), num_steps=STEPS, local_blend=True, blend_threshold=0.95)
     blended = []
 
     def callback(k, xs, xt, x0):
-        assert set(ctl._store) == {1, 3, 4}
-        mask = ctl.blend_mask(*xt.shape[-2:]).expand_as(xt)  # the store is what the blend of step k read
+        assert ctl.blend.store.layers() == {1, 3, 4}
+        mask = ctl.blend.mask(*xt.shape[-2:]).expand_as(xt)  # the store is what the blend of step k read
         if k >= 1:  # floor(0.2 * 5) = 1: blended after steps 1..4
             assert 0 < int(mask.sum()) < mask.numel(), k
             assert torch.equal(xt[~mask], xs[~mask]), k  # outside: the source latent
@@ -358,12 +369,18 @@ def test_local_blend_in_a_sampler_run_stores_the_deepest_layers_and_blends(tiny_
 
 
 # -- the editor -----------------------------------------------------------------------------------------------------
-def test_p2p_is_registered_and_needs_the_prompts():
-    assert "p2p" in METHODS and BASELINES["p2p"].uses_source_prompt
+def test_p2p_is_registered_and_needs_the_prompts(tiny_models):
+    assert "p2p" in METHODS and method_class("p2p") is PromptToPrompt
     with pytest.raises(ValueError, match="pairs"):
-        BASELINES["p2p"].controller(STEPS, torch.tensor([0.5]))
-    ctl = BASELINES["p2p"].controller(STEPS, torch.tensor([0.5]), tokenizer=clip_tokenizer(), pairs=[REPLACE])
+        PromptToPromptController.from_pairs(clip_tokenizer(), [], STEPS, [0.5])
+    batch = EditBatch(pairs=[REPLACE], schedules=[0.5], masks=[{}], num_steps=STEPS, latent_size=(8, 8),
+                      vae_scale_factor=8, tokenizer=clip_tokenizer(), blocks=blocks(tiny_models.unet),
+                      encode=lambda prompts: encode_prompts(tiny_models.tokenizer, tiny_models.text_encoder, prompts))
+    run = PromptToPrompt(PromptToPromptOptions()).prepare(batch)
+    ctl = run.controller
     assert isinstance(ctl, PromptToPromptController) and ctl.modes == ("replace",) and ctl.cross_replace == 0.8
+    source, = encode_prompts(tiny_models.tokenizer, tiny_models.text_encoder, ["cup and book"])
+    assert torch.equal(run.conditioning.source[0], source)  # P2P takes the source prompt
 
 
 def test_editor_runs_p2p_with_the_source_prompt_and_differs_from_fpe(tiny_models, image, monkeypatch):
@@ -385,5 +402,5 @@ def test_editor_runs_p2p_with_the_source_prompt_and_differs_from_fpe(tiny_models
     source, target = encode_prompts(tiny_models.tokenizer, tiny_models.text_encoder,
                                     ["cup and book", "cup made of gold and red-colored book"])
     assert torch.equal(inputs.source_cond[0], source) and torch.equal(inputs.target_cond[0], target)
-    assert ctl.modes == ("refine",) and ctl.schedules.tolist() == pytest.approx([0.6]) and inputs.background is None
+    assert ctl.modes == ("refine",) and list(ctl.schedules) == pytest.approx([0.6]) and ctl.blend is None
     assert not np.array_equal(outputs["p2p"], outputs["fpe"])

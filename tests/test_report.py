@@ -20,9 +20,9 @@ def metrics(te, psnr, count=10, mse=0.001):
 
 
 @pytest.mark.parametrize("params,label", [
-    ({"method": "ale", "ale": {"ore": True, "rgb_cam": True, "bb": True}, "ore": {"eos": "ore"}}, "ALE-Edit"),
-    ({"method": "ale", "ale": {"ore": True, "rgb_cam": False, "bb": True}, "ore": {"eos": "ore"}}, "ALE (ORE+BB)"),
-    ({"method": "ale", "ale": {"ore": True, "rgb_cam": True, "bb": True}, "ore": {"eos": "zeros"}},
+    ({"method": "ale", "ale": {"ore": True, "rgb_cam": True, "bb": True, "eos": "ore"}}, "ALE-Edit"),
+    ({"method": "ale", "ale": {"ore": True, "rgb_cam": False, "bb": True, "eos": "ore"}}, "ALE (ORE+BB)"),
+    ({"method": "ale", "ale": {"ore": True, "rgb_cam": True, "bb": True, "eos": "zeros"}},
      "ALE-Edit, EOS zeros"),
     ({"method": "masactrl"}, "MasaCtrl"),
     ({"method": "fpe"}, "FPE"),
@@ -53,7 +53,7 @@ def test_runs_from_dvc_experiments():
         return {"rev": rev, "name": name, "data": {"params": {"params.yaml": {"data": params}},
                                                    "metrics": {"metrics/ale_bench.json": {"data": m}}}}
 
-    ale = {"method": "ale", "ale": {"ore": True, "rgb_cam": True, "bb": True}, "ore": {"eos": "ore"}}
+    ale = {"method": "ale", "ale": {"ore": True, "rgb_cam": True, "bb": True, "eos": "ore"}}
     shown = [
         entry("workspace", None, ale, metrics(1.0, 1.0)),
         dict(entry("abc1234def", "main", ale, metrics(2.0, 2.0)), experiments=[

@@ -9,10 +9,11 @@ import torch
 import yaml
 
 from ale_edit import steps
-from ale_edit.attention import EditController
-from ale_edit.methods.baselines import FreePromptController, MasaCtrlController
+from ale_edit.methods.ale import AleController
+from ale_edit.methods.fpe import FreePromptController
 from ale_edit.methods.infedit import InfEditController
-from ale_edit.methods.p2p import PromptToPromptController
+from ale_edit.methods.masactrl import MasaCtrlController
+from ale_edit.methods.p2p import PromptToPromptBlend, PromptToPromptController
 
 from stage_utils import ROOT
 
@@ -28,7 +29,7 @@ def expected_injection(s: float, num_steps: int) -> set[int]:
 
 def ale_injected(schedule: float, num_steps: int) -> set[int]:
     """The steps ALE's controller injects on, its schedules built as the editor builds them (float32)."""
-    ctl = EditController(num_steps=num_steps, schedules=torch.tensor([schedule], dtype=torch.float32))
+    ctl = AleController(num_steps=num_steps, schedules=torch.tensor([schedule], dtype=torch.float32))
     injected = set()
     for k in range(num_steps):
         ctl.begin_step(k)
@@ -62,7 +63,8 @@ def test_every_method_uses_the_exact_rule_on_float32_schedules():
                                         torch.zeros(2, 77), torch.zeros(2, 77), torch.tensor([5, 5]),
                                         cross_replace=s)
             p2p = PromptToPromptController(num_steps, schedules, torch.zeros(2, 77, 77), torch.zeros(2, 77),
-                                           cross_replace=s, blend_start=s)
+                                           cross_replace=s)
+            blend = PromptToPromptBlend(torch.zeros(2, 2, 77), num_steps, start=torch.tensor(s, dtype=torch.float32))
             fpe = FreePromptController(num_steps, fraction=torch.tensor(s, dtype=torch.float32))
             got = {"infedit self": set(), "infedit cross": set(), "p2p self": set(), "p2p cross": set(),
                    "fpe": set()}
@@ -87,7 +89,7 @@ def test_every_method_uses_the_exact_rule_on_float32_schedules():
                 "fpe": set(range(floor(exact * num_steps))),
             }
             assert got == want, (s, num_steps)
-            assert p2p.blend_steps == {k for k in range(num_steps) if k + 1 > floor(exact * num_steps)}
+            assert blend.steps == {k for k in range(num_steps) if k + 1 > floor(exact * num_steps)}
 
 
 def test_masactrl_starts_at_its_step():

@@ -19,9 +19,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..edit_types import EDIT_TYPES
 from ..errors import EditInputError
 
-EDIT_TYPES = ("color", "object", "material", "color+object", "object+material")
 OBJECT_COUNTS = (1, 2, 3)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"

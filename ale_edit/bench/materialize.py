@@ -19,7 +19,6 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..atomic import folder_mode
 from ..io import mask_from_image, to_8bit
 from .dataset import BenchLayoutError, image_path, list_images, mask_phrase
 
@@ -227,20 +226,3 @@ def manifest_entry(manifest: dict, image: str) -> dict:
         if e["image"] == image:
             return e
     raise BenchLayoutError(f"image {image!r} is not in the benchmark manifest")
-
-
-def copy_tree_atomically(src: Path, dst: Path) -> None:
-    """Replace ``dst`` by ``src`` (a finished temporary folder) in as few steps as the filesystem allows.
-
-    ``src`` gets the mode ``mkdir`` would have given ``dst`` (a ``mkdtemp`` folder is 0o700, unreadable to others).
-    """
-    dst = Path(dst)
-    os.chmod(src, folder_mode())
-    old = dst.with_name(f".{dst.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old.exists():
-        shutil.rmtree(old)

@@ -36,13 +36,16 @@ class Run:
 
 def run_label(params: Mapping) -> str:
     """A row name from a run's parameters: the method, and for ALE its switched-off parts and EOS treatment."""
+    from ..methods import METHODS, discover
+
     method = str(params.get("method", "ale"))
     if method != "ale":
-        return {"fpe": "FPE", "masactrl": "MasaCtrl", "p2p": "P2P", "infedit": "InfEdit"}.get(method, method)
+        discover()
+        return METHODS[method].label if method in METHODS else method
     ale = params.get("ale", {})
     parts = [name for key, name in (("ore", "ORE"), ("rgb_cam", "RGB-CAM"), ("bb", "BB")) if ale.get(key, True)]
     label = "ALE-Edit" if len(parts) == 3 else f"ALE ({'+'.join(parts) or 'none'})"
-    eos = params.get("ore", {}).get("eos", "ore")
+    eos = ale.get("eos", "ore")
     return label if eos == "ore" else f"{label}, EOS {eos}"
 
 

@@ -9,87 +9,25 @@ results are moved into the output folder in the authors' layout, ``<n>/<type>/<i
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm.auto import tqdm
 
 from ..atomic import save_image, write_json
-from ..editor import EditRequest, Editor, working_size
+from ..editor import EditRequest, Editor
 from ..io import load_image, load_mask
-
-MASK_ORIGINS = ("manual", "detected", "missing")
-
-
-def phrase_set_key(phrases: Sequence[str]) -> str:
-    """A short, stable folder name for an ordered tuple of source phrases."""
-    return hashlib.sha1("\x1f".join(phrases).encode()).hexdigest()[:12]
+from .edit_masks import phrase_set_key
 
 
 def file_digest(path: str | os.PathLike) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
-
-
-# -- masks --------------------------------------------------------------------------------------------------------
-
-def mask_phrase_sets(table: pd.DataFrame) -> dict[str, list[tuple[str, ...]]]:
-    """``{image: [ordered source tuple, ...]}``: the detector prompts the edits need (the order matters to it)."""
-    sets: dict[str, dict[tuple[str, ...], None]] = {}
-    for row in table.itertuples(index=False):
-        sets.setdefault(row.image, {})[tuple(row.sources)] = None
-    return {image: list(s) for image, s in sorted(sets.items())}
-
-
-def build_edit_masks(
-    image: Image.Image,
-    image_name: str,
-    phrase_sets: Sequence[tuple[str, ...]],
-    out_dir: Path,
-    *,
-    source: str,
-    manual: Mapping[str, Path],
-    detect: Callable[[Image.Image, Sequence[str]], Mapping[str, np.ndarray | None]] | None,
-) -> list[dict]:
-    """Masks at ``image``'s size for each phrase set of one image; one record per (set, phrase).
-
-    ``source``: ``manual`` (the refined masks, ``manual[phrase]``), ``auto`` (Grounded-SAM on the set's phrases,
-    one prompt per set, as the authors run it per edit) or ``manual-then-auto`` (refined where there is one).
-    """
-    if source not in ("manual", "auto", "manual-then-auto"):
-        raise ValueError(f"masks.source must be manual, auto or manual-then-auto, not {source!r}")
-    records = []
-    for phrases in phrase_sets:
-        key = phrase_set_key(phrases)
-        use_manual = {p: manual[p] for p in phrases if source != "auto" and p in manual}
-        wanted = [p for p in phrases if p not in use_manual] if source != "manual" else []
-        found = detect(image, wanted) if wanted and detect is not None else {}
-        for phrase in phrases:
-            if phrase in use_manual:
-                # Refined masks are drawn on the full-size image: brought to the working size on purpose, silently.
-                mask = load_mask(use_manual[phrase], name=phrase)
-                mask = np.asarray(Image.fromarray(mask).resize(image.size, Image.NEAREST))
-                origin = "manual"
-            elif found.get(phrase) is not None:
-                mask, origin = np.asarray(found[phrase], dtype=bool), "detected"
-            else:
-                mask, origin = None, "missing"
-            file = None
-            if mask is not None:
-                path = out_dir / image_name / key / f"{phrase}_mask.png"
-                save_image(path, Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L"))
-                file = str(path.relative_to(out_dir))
-            records.append({"image": image_name, "phrases": list(phrases), "set": key, "phrase": phrase,
-                            "origin": origin, "file": file})
-    return records
 
 
 # -- editing ------------------------------------------------------------------------------------------------------
@@ -171,15 +109,14 @@ def run_jobs(editor: Editor, jobs: Sequence[EditJob], work: Path, *, batch_size:
         batch = pending[start : start + batch_size]
         requests = []
         for job in batch:
-            image = load_image(job.image_path)
-            image = image.resize(working_size(image, editor.settings.size), Image.BICUBIC)
-            masks = {p: load_mask(f, image.size, name=p) for p, f in job.masks.items() if f is not None}
-            requests.append(EditRequest(image, job.pairs, masks, edit_type=job.edit_type, schedule=job.schedule,
-                                        seed=job.seed))
+            # The masks stage made the masks at the working size; the editor takes them with the original image
+            # and does the one resize of the image itself.
+            masks = {p: load_mask(f, name=p) for p, f in job.masks.items() if f is not None}
+            requests.append(EditRequest(load_image(job.image_path), job.pairs, masks, edit_type=job.edit_type,
+                                        schedule=job.schedule, seed=job.seed))
         for job, result in zip(batch, editor.edit_batch(requests)):
-            record = dict(result.record, edit_id=job.edit_id, mask_sources=job.mask_origins,
-                          fallbacks=[f"no mask for {p!r}: edited without masking and without background blending"
-                                     for p, o in job.mask_origins.items() if o == "missing"])
+            # The editor's record, plus where each mask came from in the pipeline (manual / detected / missing).
+            record = dict(result.record, edit_id=job.edit_id, mask_origins=job.mask_origins)
             save_image(work / f"{job.fingerprint}.png", result.image)
             write_json(work / f"{job.fingerprint}.json", record)  # written last: it marks the edit done
         bar.update(len(batch))
@@ -214,4 +151,4 @@ RESULT_COLUMNS = ["edit_id", "image", "edit_type", "n_objects", "index", "source
 
 def settings_identity(editor: Editor) -> dict:
     m = editor.models
-    return {"model": m.name, "dtype": str(m.dtype), "settings": dataclasses.asdict(editor.settings)}
+    return {"model": m.name, "dtype": str(m.dtype), "settings": editor.settings.as_dict()}

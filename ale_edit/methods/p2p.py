@@ -28,24 +28,27 @@ half of the batch; the unconditional chunks and the source branch always run pla
 Not implemented: P2P's per-word cross-replace dictionaries and the equalizer (ALE-Bench needs neither), and the
 literal pixel-count layer rule (only the level rule). Guidance is the sampler's (1 / 2), not P2P's CFG 7.5.
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..attention import (
-    BRANCHES, TARGET_COND, _chunks, _from_heads, _ProcessorBase, block_levels, install_processors,
-    transformer_blocks_in_call_order,
-)
 from .. import steps
-from ..text import JOINER, layout_prompt
-from .seq_aligner import (
-    MAX_LENGTH, prompt_ids, refinement_mapper, replacement_mapper, split_words, word_tokens,
+from ..attention_maps import Recorder
+from ..local_blend import LocalBlend, on_grid, upsample
+from ..options import check, option
+from ..processors import (
+    TWO_BRANCHES, AttentionProcessor, Layer, attention, cross_attention_qkv, from_heads, probabilities,
+    self_attention_qkv,
 )
+from ..sampler import StepState
+from ..steps import StepController, select
+from ..text import joined_prompt, layout_prompt
+from .base import EditBatch, Method, MethodRun, joined_conditioning, register
+from .seq_aligner import MAX_LENGTH, prompt_ids, refinement_mapper, replacement_mapper, split_words, word_tokens
 
 P2P_CROSS_REPLACE = 0.8  # the notebook's cross_replace_steps (Replace and Refine examples)
 P2P_SELF_MIN_LEVEL = 2  # "<= 16x16 queries" at 512^2
@@ -54,9 +57,6 @@ P2P_BLEND_THRESHOLD = 0.3  # LocalBlend's th[0]
 P2P_BLEND_START = 0.2  # LocalBlend's start_blend: blend after step k iff k + 1 > floor(0.2 T)
 P2P_BLEND_LEVEL = 2  # the maps LocalBlend reads: down_cross[2:4] + up_cross[:3], the 16x16 layers at 512^2
 P2P_BLEND_POOL = 1  # LocalBlend's k: a (2k+1) x (2k+1) max pool
-SOURCE_COND = BRANCHES.index("source_cond")
-
-Recorder = Callable[[dict], None]
 
 
 def cross_replace_active(fraction, step_index: int, num_steps: int) -> bool:
@@ -95,8 +95,8 @@ def uses_replacement(pairs: Sequence[tuple[str, str]]) -> bool:
 
 def align_prompts(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = MAX_LENGTH) -> PromptAlignment:
     """P2P's mapper between the joined source and the joined target prompt of one edit."""
-    source = JOINER.join(s for s, _ in pairs)
-    target = JOINER.join(t for _, t in pairs)
+    source = joined_prompt([s for s, _ in pairs])
+    target = joined_prompt([t for _, t in pairs])
     if uses_replacement(pairs):
         matrix = replacement_mapper(word_tokens(tokenizer, source), word_tokens(tokenizer, target), max_length)
         return PromptAlignment("replace", source, target, matrix, torch.zeros(max_length))
@@ -116,63 +116,81 @@ def blend_words(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = M
     return words
 
 
-@dataclass
-class PromptToPromptController:
-    """P2P's policy for B edits: which steps replace cross- and self-attention, each edit's mapper, and the
-    optional local blend's store. ``recorder``, when set, receives a dict per cross-attention call (tests)."""
+class PromptToPromptBlend(LocalBlend):
+    """P2P's ``LocalBlend``: x_t <- x_s outside the union M of the source words' mask (on the source maps) and the
+    target words' mask (on the edited target maps), after the steps k + 1 > floor(start T)."""
 
-    num_steps: int
-    schedules: torch.Tensor  # (B,) self-replacement fraction of each edit
-    matrices: torch.Tensor  # (B, 77, 77)
-    keep: torch.Tensor  # (B, 77)
+    def __init__(self, words: torch.Tensor, num_steps: int, threshold: float = P2P_BLEND_THRESHOLD,
+                 start: float = P2P_BLEND_START):
+        super().__init__(steps.after_floor(start, num_steps))
+        self.words = words  # (B, 2, 77)
+        self.threshold = threshold
+
+    def reduce(self, p_source: torch.Tensor, p_target: torch.Tensor) -> torch.Tensor:
+        """Per branch, the head-mean of the word-weighted sum over tokens, (B, 2, N)."""
+        words = self.words.to(p_source.device, torch.float32)
+        heads = p_source.shape[1]
+        return torch.stack([
+            torch.einsum("bhnt,bt->bn", p_source.float(), words[:, 0]),
+            torch.einsum("bhnt,bt->bn", p_target.float(), words[:, 1]),
+        ], dim=1) / heads
+
+    def mask(self, height: int, width: int, maps: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1, height, width) bool: the union of the source-word and the target-word masks."""
+        maps = self.store.mean() if maps is None else maps  # (B, 2, N): mean over layers (and heads)
+        k = P2P_BLEND_POOL
+        grid = F.max_pool2d(on_grid(maps, height, width), (2 * k + 1, 2 * k + 1), (1, 1), padding=(k, k))
+        grid = upsample(grid, height, width)
+        peak = grid.amax(dim=(-2, -1), keepdim=True)
+        # An empty word set gives 0/0 in the reference, NaN > th = False: say so without dividing.
+        masks = (grid > self.threshold * peak) & (peak > 0)
+        return masks.any(dim=1, keepdim=True)
+
+    def blend(self, state: StepState, maps: torch.Tensor) -> torch.Tensor:
+        mask = self.mask(*state.x_t.shape[-2:], maps).to(state.x_t.device)
+        return torch.where(mask, state.x_t, state.x_s)
+
+
+@dataclass
+class PromptToPromptController(StepController):
+    """P2P's policy for B edits: which steps replace cross- and self-attention, and each edit's mapper; the local
+    blend is the controller's ``blend``. ``recorder``, when set, receives a dict per cross-attention call."""
+
+    schedules: torch.Tensor | list = field(default_factory=list)  # (B,) self-replacement fraction of each edit
+    matrices: torch.Tensor | None = None  # (B, 77, 77)
+    keep: torch.Tensor | None = None  # (B, 77)
     cross_replace: float = P2P_CROSS_REPLACE
     min_level: int = P2P_SELF_MIN_LEVEL
-    words: torch.Tensor | None = None  # (B, 2, 77) local-blend words; None: no local blend
-    blend_threshold: float = P2P_BLEND_THRESHOLD
-    blend_start: float = P2P_BLEND_START
     modes: tuple[str, ...] = ()
-    step_index: int = 0
     recorder: Recorder | None = None
     self_steps: steps.StepSets = field(init=False, repr=False)
     cross_steps: frozenset = field(init=False, repr=False)
-    blend_steps: frozenset = field(init=False, repr=False)
-    _cache: dict = field(default_factory=dict, repr=False)
-    _store: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        b = self.schedules.shape[0]
-        if self.matrices.shape != (b, MAX_LENGTH, MAX_LENGTH) or self.keep.shape != (b, MAX_LENGTH):
-            raise ValueError(f"mappers of shape {tuple(self.matrices.shape)} / {tuple(self.keep.shape)} for {b} edits")
+        b = len(self.schedules)
+        if self.matrices is None or self.keep is None or self.matrices.shape != (b, MAX_LENGTH, MAX_LENGTH) \
+                or self.keep.shape != (b, MAX_LENGTH):
+            shapes = [None if t is None else tuple(t.shape) for t in (self.matrices, self.keep)]
+            raise ValueError(f"mappers of shapes {shapes[0]} / {shapes[1]} for {b} edits")
         # Every step rule computed once, exactly, before the loop.
         self.self_steps = steps.StepSets(steps.per_edit(steps.below_floor, self.schedules, self.num_steps))
         self.cross_steps = steps.below_floor(self.cross_replace, self.num_steps + 1, self.num_steps)
-        self.blend_steps = steps.after_floor(self.blend_start, self.num_steps)
-        self.begin_step(self.step_index)
 
     @classmethod
-    def from_pairs(cls, tokenizer, pairs: Sequence[Sequence[tuple[str, str]]], num_steps: int,
-                   schedules: torch.Tensor, *, cross_replace: float = P2P_CROSS_REPLACE,
-                   local_blend: bool = P2P_LOCAL_BLEND, **kwargs) -> "PromptToPromptController":
+    def from_pairs(cls, tokenizer, pairs: Sequence[Sequence[tuple[str, str]]], num_steps: int, schedules, *,
+                   cross_replace: float = P2P_CROSS_REPLACE, local_blend: bool = P2P_LOCAL_BLEND,
+                   blend_threshold: float = P2P_BLEND_THRESHOLD, **kwargs) -> "PromptToPromptController":
         """The controller of B edits, each given by its (source phrase, target phrase) pairs."""
-        if len(pairs) != schedules.shape[0]:
-            raise ValueError(f"{len(pairs)} edits' pairs for {schedules.shape[0]} schedules")
+        if len(pairs) != len(schedules):
+            raise ValueError(f"{len(pairs)} edits' pairs for {len(schedules)} schedules")
         alignments = [align_prompts(tokenizer, p) for p in pairs]
-        return cls(
-            num_steps=num_steps,
-            schedules=schedules,
-            matrices=torch.stack([a.matrix for a in alignments]),
-            keep=torch.stack([a.keep for a in alignments]),
-            cross_replace=cross_replace,
-            words=torch.stack([blend_words(tokenizer, p) for p in pairs]) if local_blend else None,
-            modes=tuple(a.mode for a in alignments),
-            **kwargs,
-        )
-
-    # -- step policy -------------------------------------------------------------------------------------------
-    def begin_step(self, step_index: int) -> None:
-        self.step_index = step_index
-        if step_index == 0:
-            self._store = {}
+        blend = None
+        if local_blend:
+            blend = PromptToPromptBlend(torch.stack([blend_words(tokenizer, p) for p in pairs]), num_steps,
+                                        blend_threshold)
+        return cls(num_steps, schedules=schedules, matrices=torch.stack([a.matrix for a in alignments]),
+                   keep=torch.stack([a.keep for a in alignments]), cross_replace=cross_replace,
+                   modes=tuple(a.mode for a in alignments), blend=blend, **kwargs)
 
     def cross_replacing(self) -> bool:
         return self.step_index in self.cross_steps
@@ -185,130 +203,116 @@ class PromptToPromptController:
         """``True``/``False`` when every edit agrees, else a (B, 1, 1, 1) bool tensor on ``device``."""
         return self.self_steps.mask(self.step_index, device)
 
-    @property
-    def blending(self) -> bool:
-        return self.words is not None
-
-    # -- cross-attention edit -------------------------------------------------------------------------------------
-    def _on(self, name: str, tensor: torch.Tensor, device, dtype) -> torch.Tensor:
-        key = (name, device, dtype)
-        if key not in self._cache:
-            self._cache[key] = tensor.to(device=device, dtype=dtype)
-        return self._cache[key]
-
     def edited_cross(self, p_source: torch.Tensor, p_target: torch.Tensor) -> torch.Tensor:
         """P~_t = P_s M + keep * P_t for (B, heads, N, 77) maps of the source- and target-conditional chunks."""
-        matrices = self._on("matrices", self.matrices, p_source.device, p_source.dtype)
-        keep = self._on("keep", self.keep, p_source.device, p_source.dtype)
+        matrices = self.on("matrices", self.matrices, p_source.device, p_source.dtype)
+        keep = self.on("keep", self.keep, p_source.device, p_source.dtype)
         return torch.einsum("bhnw,bwt->bhnt", p_source, matrices) + keep[:, None, None, :] * p_target
 
-    # -- local blend ---------------------------------------------------------------------------------------------
-    def accumulate(self, layer: int, p_source: torch.Tensor, p_target: torch.Tensor) -> None:
-        """Add this step's maps of one blend layer to the store: per branch, the head-mean of the word-weighted sum
-        over tokens, (B, 2, N) (all linear, so this equals P2P's store of full maps reduced at blend time)."""
-        words = self._on("words", self.words, p_source.device, torch.float32)
-        heads = p_source.shape[1]
-        reduced = torch.stack([
-            torch.einsum("bhnt,bt->bn", p_source.float(), words[:, 0]),
-            torch.einsum("bhnt,bt->bn", p_target.float(), words[:, 1]),
-        ], dim=1) / heads
-        self._store[layer] = self._store[layer] + reduced if layer in self._store else reduced
 
-    def blend_mask(self, height: int, width: int) -> torch.Tensor:
-        """(B, 1, height, width) bool: the union of the source-word and the target-word masks."""
-        if not self._store:
-            raise RuntimeError("local blend without stored cross-attention maps (no blend layer ran)")
-        maps = torch.stack(list(self._store.values())).mean(dim=0)  # (B, 2, N): mean over layers (and heads)
-        b, _, n = maps.shape
-        scale = (height * width / n) ** 0.5
-        gh, gw = round(height / scale), round(width / scale)
-        if gh * gw != n:
-            raise ValueError(f"cannot place {n} attention queries on a {height}x{width} latent grid")
-        k = P2P_BLEND_POOL
-        grid = F.max_pool2d(maps.reshape(b, 2, gh, gw), (2 * k + 1, 2 * k + 1), (1, 1), padding=(k, k))
-        grid = F.interpolate(grid, size=(height, width), mode="nearest")
-        peak = grid.amax(dim=(-2, -1), keepdim=True)
-        # An empty word set gives 0/0 in the reference, NaN > th = False: say so without dividing.
-        masks = (grid > self.blend_threshold * peak) & (peak > 0)
-        return masks.any(dim=1, keepdim=True)
+class PromptToPromptCrossAttention(AttentionProcessor):
+    """Cross-attention whose target-conditional chunk, while replacing, uses P~_t = P_s M + keep * P_t; at a blend
+    layer (``store``) the maps feed the local blend."""
 
-    def after_step(self, k: int, x_s: torch.Tensor, x_t: torch.Tensor, alpha_next: float) -> torch.Tensor:
-        """The sampler's hook: P2P's local blend keeps x_s outside the words' mask (when blending is on)."""
-        if not self.blending or k not in self.blend_steps:
-            return x_t
-        mask = self.blend_mask(*x_t.shape[-2:]).to(x_t.device)
-        return torch.where(mask, x_t, x_s)
-
-
-def _probabilities(attn, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    return (q.float() @ k.float().transpose(-1, -2) * attn.scale).softmax(dim=-1)
-
-
-class PromptToPromptCrossAttention(_ProcessorBase):
-    """Cross-attention whose target-conditional chunk, while replacing, uses P~_t = P_s M + keep * P_t."""
+    layout = TWO_BRANCHES
 
     def __init__(self, controller: PromptToPromptController, layer: int, store: bool = False):
-        super().__init__(controller)
+        self.controller = controller
         self.layer = layer
-        self.store = store  # a local-blend layer
+        self.store = store
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        q, k, v = self.cross_attention_qkv(attn, hidden_states, encoder_hidden_states)
+        q, k, v = cross_attention_qkv(attn, hidden_states, encoder_hidden_states)
         ctl = self.controller
-        replace, store = ctl.cross_replacing(), self.store and ctl.blending
+        replace, store = ctl.cross_replacing(), self.store and ctl.blend is not None
         if not (replace or store or ctl.recorder is not None):
-            return _from_heads(F.scaled_dot_product_attention(q, k, v))
-        b = _chunks(q)[0].shape[0]
-        split = b * TARGET_COND  # the chunks before the target-conditional one, plain in one SDPA call
+            return attention(q, k, v)
+        b = self.layout.edits(q)
+        split = b * self.layout.chunk("target", conditional=True)  # the chunks before it: plain, one SDPA call
         plain = F.scaled_dot_product_attention(q[:split], k[:split], v[:split])
-        source = slice(b * SOURCE_COND, b * (SOURCE_COND + 1))
-        p_source = _probabilities(attn, q[source], k[source])
-        p_own = _probabilities(attn, q[split:], k[split:])
+        source = slice(b * self.layout.chunk("source", True), b * (self.layout.chunk("source", True) + 1))
+        p_source = probabilities(attn, q[source], k[source])
+        p_own = probabilities(attn, q[split:], k[split:])
         p_used = ctl.edited_cross(p_source, p_own) if replace else p_own
         if ctl.recorder is not None:
             ctl.recorder({"step": ctl.step_index, "layer": self.layer, "replacing": replace, "source": p_source,
                           "own": p_own, "used": p_used})
         if store:
-            ctl.accumulate(self.layer, p_source, p_used)
+            ctl.blend.add(self.layer, p_source, p_used)
         target = p_used.to(v.dtype) @ v[split:]
-        return _from_heads(torch.cat([plain, target]))
+        return from_heads(torch.cat([plain, target]))
 
 
-class PromptToPromptSelfAttention(_ProcessorBase):
+class PromptToPromptSelfAttention(AttentionProcessor):
     """Self-attention whose target-conditional chunk, while replacing at a deep enough block, takes the
     source-conditional chunk's maps: SDPA(Q_s, K_s, V_t)."""
 
+    layout = TWO_BRANCHES
+
     def __init__(self, controller: PromptToPromptController, level: int):
-        super().__init__(controller)
+        self.controller = controller
         self.level = level
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
-        q, k, v = self.self_attention_qkv(attn, hidden_states, encoder_hidden_states)
+        q, k, v = self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         if self.level >= self.controller.min_level:
             inject = self.controller.self_replace_mask(q.device)
             if inject is not False:
-                qs, ks = _chunks(q), _chunks(k)
+                qs, ks = self.layout.chunks(q), self.layout.chunks(k)
+                src, tgt = self.layout.chunk("source", True), self.layout.chunk("target", True)
                 for x in (qs, ks):
-                    x[TARGET_COND] = (x[SOURCE_COND] if inject is True
-                                      else torch.where(inject, x[SOURCE_COND], x[TARGET_COND]))
+                    x[tgt] = select(inject, x[src], x[tgt])
                 q, k = torch.cat(qs), torch.cat(ks)
-        return _from_heads(F.scaled_dot_product_attention(q, k, v))
+        return attention(q, k, v)
 
 
-def blend_layers(unet) -> set[int]:
+def blend_layers(blocks: Sequence[Layer]) -> set[int]:
     """The local blend's layers: the non-mid transformer blocks of level ``P2P_BLEND_LEVEL`` (SD-1.5: blocks 4, 5,
     7, 8, 9), or of the deepest non-mid level of a shallower UNet (the tiny test UNet: blocks 1, 3, 4)."""
-    names, levels = transformer_blocks_in_call_order(unet), block_levels(unet)
-    candidates = [(i, lv) for i, (name, lv) in enumerate(zip(names, levels)) if not name.startswith("mid_block")]
-    level = min(P2P_BLEND_LEVEL, max(lv for _, lv in candidates))
-    return {i for i, lv in candidates if lv == level}
+    candidates = [b for b in blocks if not b.is_mid]
+    if not candidates:
+        return set()
+    level = min(P2P_BLEND_LEVEL, max(b.level for b in candidates))
+    return {b.index for b in candidates if b.level == level}
 
 
-def install_p2p_processors(unet, controller: PromptToPromptController) -> dict:
-    """P2P's processors on every attention layer; returns the previous processors."""
-    levels, store = block_levels(unet), blend_layers(unet)
-    return install_processors(
-        unet,
-        lambda is_cross, layer: (PromptToPromptCrossAttention(controller, layer, store=layer in store) if is_cross
-                                 else PromptToPromptSelfAttention(controller, levels[layer])),
-    )
+def p2p_processors(controller: PromptToPromptController, blocks: Sequence[Layer]):
+    """The processor of each layer: P2P's cross-attention (storing at the blend layers) and self-attention."""
+    store = blend_layers(blocks)
+
+    def make(layer: Layer):
+        if layer.is_cross:
+            return PromptToPromptCrossAttention(controller, layer.index, store=layer.index in store)
+        return PromptToPromptSelfAttention(controller, layer.level)
+
+    return make
+
+
+@dataclass(frozen=True)
+class PromptToPromptOptions:
+    """Prompt-to-Prompt's published defaults (params.yaml section ``p2p``); its self-attention schedule is the
+    per-type one."""
+
+    cross_replace: float = option(P2P_CROSS_REPLACE, "Fraction of steps with cross-attention map replacement.",
+                                  minimum=0.0, maximum=1.0)
+    local_blend: bool = option(P2P_LOCAL_BLEND, "P2P's optional local blend on the phrases' words.")
+    blend_threshold: float = option(P2P_BLEND_THRESHOLD, "The local blend's mask threshold (of the map's peak).",
+                                    minimum=0.0, maximum=1.0)
+
+    def __post_init__(self):
+        check(self, "p2p")
+
+
+@register
+class PromptToPrompt(Method):
+    name = "p2p"
+    label = "P2P"
+    Options = PromptToPromptOptions
+
+    def prepare(self, batch: EditBatch) -> MethodRun:
+        opt = self.options
+        controller = PromptToPromptController.from_pairs(
+            batch.tokenizer, [list(p) for p in batch.pairs], batch.num_steps, list(batch.schedules),
+            cross_replace=opt.cross_replace, local_blend=opt.local_blend, blend_threshold=opt.blend_threshold)
+        return MethodRun(joined_conditioning(batch), controller, p2p_processors(controller, batch.blocks),
+                         records=[{"background_blending": False, "p2p_mode": m} for m in controller.modes])

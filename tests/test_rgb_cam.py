@@ -1,13 +1,12 @@
-"""The attention processors and the controller: masked cross-attention, region blending, Q,K injection."""
+"""RGB-CAM: masked cross-attention and region blending with ORE values, in the target-conditional chunk."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from ale_edit.attention import (
-    EditController, RegionGuidedCrossAttention, SelfAttentionInjection, _to_heads, injection_active,
-)
+from ale_edit.processors import to_heads as _to_heads
+from ale_edit.rgb_cam import RegionGuidance, RegionGuidedCrossAttention
 
 T, D = 77, 16
 
@@ -17,41 +16,14 @@ def make_attention(cross: bool) -> Attention:
     return Attention(query_dim=12, cross_attention_dim=D if cross else None, heads=3, dim_head=4).eval()
 
 
-def make_controller(masks, owner, restricted=None, schedules=(1.0,), region_values=None, k=None):
+def make_controller(masks, owner, restricted=None, region_values=None):
+    """RGB-CAM's state for these masks and token owners (random region values unless given)."""
     b, k_, h, w = masks.shape
     restricted = torch.ones(b, k_, dtype=torch.bool) if restricted is None else restricted
     if region_values is None:
         torch.manual_seed(1)
         region_values = torch.randn(b, 1 + k_, T, D)
-    return EditController(num_steps=10, schedules=torch.tensor(schedules), object_masks=masks, restricted=restricted,
-                          token_owner=owner, region_values=region_values)
-
-
-@pytest.mark.parametrize("schedule,steps,expected", [
-    (1.0, 15, list(range(14))), (0.5, 15, list(range(7))), (0.6, 15, list(range(8))), (0.0, 15, []),
-])
-def test_injection_schedule(schedule, steps, expected):
-    assert [k for k in range(steps) if injection_active(schedule, k, steps)] == expected
-
-
-def test_self_attention_injection_uses_source_qk_and_own_v():
-    attn = make_attention(cross=False)
-    torch.manual_seed(2)
-    x = torch.randn(8, 6, 12)  # 4 branches x B=2
-    ctl = make_controller(torch.ones(2, 1, 2, 3, dtype=torch.bool), torch.full((2, T), -1), schedules=(1.0, 0.0))
-    proc = SelfAttentionInjection(ctl)
-    ctl.begin_step(0)
-    out = proc.attend(attn, x, None)
-    q, k, v = (_to_heads(attn, f(x)) for f in (attn.to_q, attn.to_k, attn.to_v))
-    plain = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(8, 6, 12)
-    # Edit 0 injects (schedule 1.0), edit 1 does not (0.0). Chunks: su=0..1, tu=2..3, sc=4..5, tc=6..7.
-    for src, tgt in ((0, 2), (4, 6)):
-        injected = F.scaled_dot_product_attention(q[src], k[src], v[tgt]).transpose(0, 1).reshape(6, 12)
-        assert torch.allclose(out[tgt], injected, atol=1e-6)
-        assert not torch.allclose(out[tgt], plain[tgt], atol=1e-4)
-        assert torch.allclose(out[tgt + 1], plain[tgt + 1], atol=1e-6)  # edit 1: untouched
-    for source_chunk in (0, 1, 4, 5):
-        assert torch.allclose(out[source_chunk], plain[source_chunk], atol=1e-6)
+    return RegionGuidance(object_masks=masks, restricted=restricted, token_owner=owner, region_values=region_values)
 
 
 def cross_inputs(b=1, n=6):
@@ -144,28 +116,3 @@ def test_masks_follow_each_layer_resolution():
         ctl.region_masks(7, torch.device("cpu"), torch.float32)
 
 
-def test_layer_indices_follow_the_forward_pass(tiny_models):
-    from ale_edit.attention import install_processors, transformer_blocks_in_call_order
-
-    unet = tiny_models.unet
-    order = transformer_blocks_in_call_order(unet)
-    assert [n.split(".")[0] for n in order] == ["down_blocks"] * 2 + ["mid_block"] + ["up_blocks"] * 4
-    seen = []
-
-    class Recorder:
-        def __init__(self, is_cross, layer):
-            self.is_cross, self.layer = is_cross, layer
-
-        def __call__(self, attn, hidden_states, encoder_hidden_states=None, **kwargs):
-            seen.append((self.layer, self.is_cross))
-            from diffusers.models.attention_processor import AttnProcessor2_0
-
-            return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, **kwargs)
-
-    previous = install_processors(unet, Recorder)
-    try:
-        unet(torch.randn(4, 4, 8, 8), 999, encoder_hidden_states=torch.randn(4, 77, 32))
-    finally:
-        unet.set_attn_processor(previous)
-    # Self then cross attention of block 0, 1, 2, ...: the indices count the blocks in the order they run.
-    assert seen == [(i, cross) for i in range(len(order)) for cross in (False, True)]

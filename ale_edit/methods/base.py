@@ -1,0 +1,118 @@
+"""The interface between the editor and an editing method, and the registry of methods.
+
+The editor prepares an ``EditBatch`` (the edits' pairs and schedules, their masks when the method uses masks,
+the latent size, the tokenizer and the text encoder) and hands it to the method named in the settings. The
+method answers with a ``MethodRun``: the conditionings of the sampler's branches, the controller the sampler
+calls around every step (per-step policy, state, and the method's latent blend), the processor for each
+attention layer, and what each edit's record should say. The editor knows no method's name or options.
+
+A method is a subclass of ``Method`` in a module of ``ale_edit.methods``, with ``name``, ``label``, an
+``Options`` dataclass (its params.yaml section; fields declared with ``options.option``) and ``prepare``;
+decorating it with ``@register`` makes it known to the editor, the command line and the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from ..options import SettingError, did_you_mean
+from ..processors import Layer
+from ..steps import StepController
+from ..text import joined_prompt
+
+
+@dataclass
+class EditBatch:
+    """B edits of one working size, as the editor hands them to a method."""
+
+    pairs: Sequence[Sequence[tuple[str, str]]]  # each edit's (source phrase, target phrase) pairs
+    schedules: Sequence[float]  # each edit's self-attention schedule, as given (never float32)
+    masks: Sequence[dict[str, np.ndarray | None]]  # per edit, source phrase -> (H, W) bool working-size mask
+    num_steps: int
+    latent_size: tuple[int, int]  # (h, w)
+    vae_scale_factor: int
+    tokenizer: Any
+    encode: Callable[[Sequence[str]], torch.Tensor]  # prompts -> (n, 77, D), cached
+    blocks: Sequence[Layer] = ()  # the UNet's transformer blocks in forward order (``processors.blocks``)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def work_size(self) -> tuple[int, int]:
+        """(H, W) of the working image."""
+        return self.latent_size[0] * self.vae_scale_factor, self.latent_size[1] * self.vae_scale_factor
+
+
+@dataclass
+class Conditioning:
+    """Text conditionings of the sampler's branches, (B, 77, D) each; ``mutual`` runs InfEdit's third branch."""
+
+    uncond: torch.Tensor
+    source: torch.Tensor
+    target: torch.Tensor
+    mutual: torch.Tensor | None = None
+
+
+@dataclass
+class MethodRun:
+    """What a method contributes to one sampling run of an edit batch."""
+
+    conditioning: Conditioning
+    controller: StepController
+    processor: Callable[[Layer], object]  # the processor of each attention layer, for ``install_processors``
+    records: list[dict] = field(default_factory=list)  # per edit: what the edit's record should add
+
+
+def joined_conditioning(batch: EditBatch, *, source: bool = True, mutual: bool = False) -> Conditioning:
+    """The baselines' conditionings: the joined source phrases (or the empty prompt when the method takes only the
+    target prompt) and the joined target phrases; InfEdit's mutual branch takes the source prompt."""
+    n = len(batch)
+    sources = [joined_prompt([s for s, _ in p]) if source else "" for p in batch.pairs]
+    targets = [joined_prompt([t for _, t in p]) for p in batch.pairs]
+    embeds = batch.encode(["", *sources, *targets])
+    return Conditioning(uncond=embeds[:1].expand(n, -1, -1), source=embeds[1 : 1 + n], target=embeds[1 + n :],
+                        mutual=embeds[1 : 1 + n] if mutual else None)
+
+
+class Method:
+    """An editing method on the shared sampler. Subclasses set the class attributes and ``prepare``."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]  # its name in tables and figures
+    Options: ClassVar[type]
+    uses_masks: ClassVar[bool] = False  # the editor resolves (and detects) masks only for such methods
+
+    def __init__(self, options: Any = None):
+        self.options = self.Options() if options is None else options
+        if not isinstance(self.options, self.Options):
+            raise SettingError(f"{self.name} takes {self.Options.__name__}, got {type(self.options).__name__}")
+
+    def prepare(self, batch: EditBatch) -> MethodRun:
+        raise NotImplementedError
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Make ``cls`` known by its ``name``."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"two methods are named {cls.name!r}: {METHODS[cls.name].__module__} and {cls.__module__}")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type[Method]:
+    """The method registered as ``name``; a ``SettingError`` names the known ones otherwise."""
+    from . import discover
+
+    discover()
+    if name not in METHODS:
+        raise SettingError(f"unknown method {name!r}{did_you_mean(name, METHODS)}; choose one of "
+                           f"{', '.join(METHODS)}")
+    return METHODS[name]

@@ -1,0 +1,142 @@
+"""Settings declared once, as frozen dataclasses whose fields carry their own help, allowed values and compat key.
+
+The editor's common settings (``settings.EditSettings``) and each method's options are such dataclasses. From
+their fields come: the checks (``check``, called in ``__post_init__``), building them from a params.yaml section
+or ``--set key=value`` pairs with unknown keys refused by name (``from_mapping``), the command line's options
+(``commands/options.py``) and the compat profile's resolution (``resolve_compat``): a field declared with
+``compat="ale.bb_mask"`` defaults to ``None``, meaning "what the compat profile says, else ``default``".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import MISSING, field, fields
+from typing import Any, Mapping
+
+from . import compat as compat_profiles
+
+
+class SettingError(ValueError):
+    """A setting that does not exist or has a value it cannot take; the message names the key."""
+
+
+def option(default: Any = MISSING, help: str = "", *, choices: tuple | None = None, minimum: float | None = None,
+           maximum: float | None = None, compat: str | None = None, cli: bool = True):
+    """A settings field. ``compat``: its params.yaml key in ``compat.PROFILES``; the field then defaults to
+    ``None`` (resolved to the profile's value, else ``default``). ``cli=False`` keeps it off the command line."""
+    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "compat": compat, "cli": cli,
+            "default": default}
+    return field(default=None if compat else default, metadata=meta)
+
+
+def value_type(cls, f: dataclasses.Field) -> type:
+    """The field's value type (``int``, ``float``, ``bool``, ``str``), ``Optional`` unwrapped."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args and typing.get_origin(hint) is not None else hint
+
+
+def coerce(cls, f: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` as the field's type; YAML and click give the right types, ``--set`` gives strings."""
+    if value is None:
+        return None
+    kind = value_type(cls, f)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise SettingError(f"{where} must be true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise SettingError(f"{where} must be a number, got {value!r}")
+        try:
+            number = kind(value) if not isinstance(value, str) else kind(float(value) if kind is int else value)
+        except (TypeError, ValueError):
+            raise SettingError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+        if kind is int and float(value) != number:
+            raise SettingError(f"{where} must be an integer, got {value!r}")
+        return number
+    if kind is str:
+        if not isinstance(value, str):
+            raise SettingError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def check(obj, section: str = "") -> None:
+    """Raise ``SettingError`` naming the first field whose value is outside its choices or range."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if value is None or not f.metadata:
+            continue
+        where = f"{section}.{f.name}" if section else f.name
+        choices, low, high = f.metadata.get("choices"), f.metadata.get("minimum"), f.metadata.get("maximum")
+        if choices is not None and value not in choices:
+            raise SettingError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        if low is not None and value < low:
+            raise SettingError(f"{where} must be >= {low}; got {value!r}")
+        if high is not None and value > high:
+            raise SettingError(f"{where} must be <= {high}; got {value!r}")
+
+
+def did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def mapping_kwargs(cls, values: Mapping[str, Any], section: str = "", *, ignore: tuple[str, ...] = (),
+                   exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``values`` checked against the fields of the settings dataclass ``cls`` and coerced to their types; unknown
+    keys are refused by name (keys in ``ignore`` belong to someone else and are skipped; fields in ``exclude`` are
+    not settable from here)."""
+    known = {f.name: f for f in fields(cls) if f.init and f.name not in exclude}
+    kwargs = {}
+    for name, value in values.items():
+        if name in ignore:
+            continue
+        where = f"{section}.{name}" if section else name
+        if name not in known:
+            raise SettingError(f"unknown setting {where}{did_you_mean(name, known)}; known: "
+                               f"{', '.join(sorted(known))}")
+        kwargs[name] = coerce(cls, known[name], value, where)
+    return kwargs
+
+
+def from_mapping(cls, values: Mapping[str, Any], section: str = "", *, ignore: tuple[str, ...] = ()):
+    """An instance of the settings dataclass ``cls`` from ``values`` (see ``mapping_kwargs``)."""
+    kwargs = mapping_kwargs(cls, values, section, ignore=ignore)
+    try:
+        return cls(**kwargs)
+    except SettingError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SettingError(f"{section or cls.__name__}: {exc}") from exc
+
+
+def compat_changes(obj, profile: str) -> dict[str, Any]:
+    """{field: value} for each of ``obj``'s compat fields that is ``None``: the profile's value, else the field's
+    default."""
+    changes = {}
+    for f in fields(obj):
+        key = f.metadata.get("compat") if f.metadata else None
+        if key and getattr(obj, f.name) is None:
+            changes[f.name] = compat_profiles.resolve(profile, key, None, f.metadata["default"])
+    return changes
+
+
+def resolve_compat(obj, profile: str):
+    """``obj`` with its unset compat fields resolved (``compat_changes``)."""
+    changes = compat_changes(obj, profile)
+    return dataclasses.replace(obj, **changes) if changes else obj
+
+
+def compat_values(obj) -> dict[str, Any]:
+    """{compat key: value} of ``obj``'s compat fields (after resolution)."""
+    return {f.metadata["compat"]: getattr(obj, f.name) for f in fields(obj) if f.metadata and f.metadata.get("compat")}
+
+
+def as_dict(obj) -> dict[str, Any]:
+    return dataclasses.asdict(obj)

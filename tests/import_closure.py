@@ -1,0 +1,77 @@
+"""The project files a stage script runs: its own imports, followed through the package and stages/_common.py."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "ale_edit"
+
+
+def _module_file(module: str) -> Path | None:
+    parts = module.split(".")
+    if parts[0] == "_common":
+        return ROOT / "stages" / "_common.py"
+    if parts[0] != PACKAGE:
+        return None
+    path = ROOT.joinpath(*parts)
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    return None
+
+
+def _package_of(file: Path) -> str:
+    rel = file.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    else:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(file: Path) -> set[Path]:
+    """Project files imported anywhere in ``file`` (top level or inside functions), with their packages'
+    ``__init__.py`` (importing a submodule runs them). ``methods.discover`` imports every module of
+    ``ale_edit/methods``: a file that imports that package imports them all."""
+    tree = ast.parse(file.read_text(), str(file))
+    found: set[Path] = set()
+    package = _package_of(file) if file.is_relative_to(ROOT / PACKAGE) else ""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.append(module)
+            names += [f"{module}.{a.name}" for a in node.names]
+    for name in names:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            target = _module_file(".".join(parts[:i]))
+            if target is not None:
+                found.add(target)
+    if any(f == ROOT / PACKAGE / "methods" / "__init__.py" for f in found):
+        found |= set((ROOT / PACKAGE / "methods").glob("*.py"))
+    return found
+
+
+def closure(script: Path) -> set[Path]:
+    """Every project file ``script`` runs, itself included."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        file = todo.pop()
+        if file in seen:
+            continue
+        seen.add(file)
+        todo += [f for f in imports_of(file) if f not in seen]
+    return seen

@@ -1,0 +1,104 @@
+"""dvc.yaml cannot go stale: every stage depends on every project file it runs, and an edit stage on the common
+settings and the active method's section only (checked with ``dvc status`` on a recorded, not run, pipeline)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from import_closure import closure
+from stage_utils import ROOT, smoke_params, write_params
+
+DVC = [sys.executable, "-m", "dvc"]
+ENV = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+           GIT_COMMITTER_EMAIL="t@t")
+
+
+def stage_definitions() -> dict[str, dict]:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in stages.items()}
+
+
+def covered(file: Path, deps: list[str]) -> bool:
+    rel = file.relative_to(ROOT).as_posix()
+    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("name", sorted(stage_definitions()))
+def test_every_stage_depends_on_every_project_file_it_imports(name):
+    stage = stage_definitions()[name]
+    script = ROOT / stage["cmd"].split()[1]
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]]
+    missing = sorted(f.relative_to(ROOT).as_posix() for f in closure(script) if not covered(f, deps))
+    assert not missing, f"dvc.yaml: stage {name!r} runs {missing} but does not depend on them"
+
+
+def sh(cmd, cwd):
+    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def changed_stages(project: Path) -> set[str]:
+    """The stages ``dvc status`` says would re-run (their own dependencies changed)."""
+    out = sh(DVC + ["status"], project)
+    return {line[:-1] for line in out.splitlines() if line and not line[0].isspace() and line.endswith(":")}
+
+
+@pytest.fixture()
+def recorded_project(tmp_path, ale_bench) -> Path:
+    """The pipeline with method p2p, every stage recorded in dvc.lock by ``dvc commit`` over placeholder outputs
+    (nothing runs: the test is about what DVC would re-run)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, project / name)
+    for name in ("stages", "ale_edit"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "data").mkdir()
+    shutil.copy(ROOT / "data" / "attributes.yaml", project / "data" / "attributes.yaml")
+    params = smoke_params(ale_bench)
+    params["method"] = "p2p"
+    write_params(project / "params.yaml", params)
+    for folder in ("data/bench", "data/masks", *(f"{root}/{t}" for root in ("results", "scores")
+                                                 for t in params["prompts"]["edit_types"]), "plots/grids"):
+        (project / folder).mkdir(parents=True)
+        (project / folder / "placeholder").write_text(folder)
+    for file in ("data/prompts/edits.parquet", "data/embeddings/text.parquet", "metrics/ale_bench.json",
+                 "plots/metrics_by_type.csv"):
+        (project / file).parent.mkdir(parents=True, exist_ok=True)
+        (project / file).write_text("{}" if file.endswith(".json") else "x")
+    sh(["git", "init", "-q"], project)
+    sh(DVC + ["init", "-q"], project)
+    sh(DVC + ["commit", "-f", "-q"], project)
+    assert changed_stages(project) == set()
+    return project
+
+
+def set_param(project: Path, dotted: str, value) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    section, key = dotted.split(".")
+    params[section][key] = value
+    write_params(project / "params.yaml", params)
+
+
+def test_only_the_active_methods_options_and_code_rerun_its_edits(recorded_project):
+    project = recorded_project
+    edits = {"edit@color", "edit@object"}
+    set_param(project, "ale.eos", "zeros")  # another method's option: nothing to redo
+    set_param(project, "masactrl.start_step", 2)
+    assert changed_stages(project) == set()
+    set_param(project, "p2p.cross_replace", 0.6)  # the active method's option: its edits, nothing else
+    assert changed_stages(project) == edits
+    set_param(project, "p2p.cross_replace", 0.8)
+    assert changed_stages(project) == set()
+    method_code = project / "ale_edit" / "methods" / "p2p.py"
+    method_code.write_text(method_code.read_text() + "\n# a change to P2P's code\n")
+    assert changed_stages(project) == edits
+    scoring_code = project / "ale_edit" / "bench" / "scoring.py"
+    scoring_code.write_text(scoring_code.read_text() + "\n# a change to scoring\n")
+    assert changed_stages(project) == edits | {"score@color", "score@object", "report"}
