@@ -1,0 +1,37 @@
+"""Plain (``plain``): the virtual-inversion sampler with no attention control, no masks and no blending.
+
+Every other method is this sampler plus its processors and blends, so ``plain`` is the reference they are measured
+against (``benchmarks/edit_speed.py``) and the baseline of what the sampler alone does to an image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..options import check, option
+from ..processors import PlainAttention
+from ..steps import StepController
+from .base import EditBatch, Method, MethodRun, joined_conditioning, register
+
+
+@dataclass(frozen=True)
+class PlainOptions:
+    """Options of the plain sampler (params.yaml section ``plain``)."""
+
+    source_prompt: bool = option(True, "Condition the source branch on the joined source phrases (else on the "
+                                 "empty prompt).")
+
+    def __post_init__(self):
+        check(self, "plain")
+
+
+@register
+class Plain(Method):
+    name = "plain"
+    label = "Plain LCM"
+    Options = PlainOptions
+
+    def prepare(self, batch: EditBatch) -> MethodRun:
+        attention = PlainAttention()
+        return MethodRun(joined_conditioning(batch, source=self.options.source_prompt), StepController(batch.num_steps),
+                         lambda layer: attention, records=[{"background_blending": False}] * len(batch))
