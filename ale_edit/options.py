@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import typing
 from dataclasses import MISSING, field, fields
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from . import compat as compat_profiles
 
@@ -80,6 +80,16 @@ def check(obj, section: str = "") -> None:
             raise SettingError(f"{where} must be >= {low}; got {value!r}")
         if high is not None and value > high:
             raise SettingError(f"{where} must be <= {high}; got {value!r}")
+
+
+class Options:
+    """Base of a method's options dataclass: its fields are checked on construction, errors named
+    ``<section>.<field>`` (``section``: the params.yaml section, the method's name)."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self):
+        check(self, self.section)
 
 
 def did_you_mean(name: str, known) -> str:

@@ -3,16 +3,10 @@
 import pytest
 import torch
 
-from ale_edit.errors import EditInputError, PromptTooLongError
 from ale_edit.ore import build_text_plan, object_restricted_embeddings, substituted_base
 from ale_edit.text import encode_prompts, layout_prompt
 
 PAIRS = [("cup", "cup made of gold"), ("book", "red-colored book"), ("table", "wooden table")]
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_models):
-    return tiny_models.tokenizer
 
 
 def encode(models, prompts):

@@ -1,10 +1,9 @@
 """Prompt layout: each phrase placed at its own tokens; named errors for what cannot be placed or encoded."""
 
 import pytest
-import torch
 
 from ale_edit.errors import EditInputError, PromptTooLongError
-from ale_edit.text import encode_prompts, layout_prompt
+from ale_edit.text import layout_prompt
 
 PAIRS = [("cup", "cup made of gold"), ("book", "red-colored book"), ("table", "wooden table")]
 
@@ -12,10 +11,6 @@ PAIRS = [("cup", "cup made of gold"), ("book", "red-colored book"), ("table", "w
 @pytest.fixture(scope="module")
 def tok(tiny_models):
     return tiny_models.tokenizer
-
-
-def encode(models, prompts):
-    return encode_prompts(models.tokenizer, models.text_encoder, prompts)
 
 
 def test_layout_places_each_phrase_at_its_own_tokens(tok):

@@ -20,7 +20,7 @@ import torch
 
 from ..background_blending import BB_MASKS, BackgroundBlend, foreground
 from ..ore import EOS_TREATMENTS, ORE_ZEROINGS, build_text_plan
-from ..options import check, option
+from ..options import Options, option
 from ..processors import TWO_BRANCHES, AttentionProcessor, Layer, attention, self_attention_qkv
 from ..rgb_cam import RegionGuidance, RegionGuidedCrossAttention, resize_masks_nearest
 from ..steps import StepController, StepSets, exceeds, from_step, per_edit, select
@@ -28,8 +28,10 @@ from .base import Conditioning, EditBatch, Method, MethodRun, register
 
 
 @dataclass(frozen=True)
-class AleOptions:
+class AleOptions(Options):
     """ALE-Edit's options (params.yaml section ``ale``); the defaults are the paper's method."""
+
+    section = "ale"
 
     ore: bool = option(True, "Object-restricted embeddings (off: the plain prompts everywhere).")
     rgb_cam: bool = option(True, "Region-guided cross-attention masking.")
@@ -46,9 +48,6 @@ class AleOptions:
                            compat="ale.bb_start")
     final_blend: bool = option(False, "Also blend the returned pred_x0 with the source on the background.",
                                compat="ale.final_blend")
-
-    def __post_init__(self):
-        check(self, "ale")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import steps
-from ..options import check, option
+from ..options import Options, option
 from ..processors import TWO_BRANCHES, AttentionProcessor, PlainAttention, attention, self_attention_qkv
 from ..steps import StepController
 from .base import EditBatch, Method, MethodRun, joined_conditioning, register
@@ -58,14 +58,13 @@ class FreePromptSelfAttention(AttentionProcessor):
 
 
 @dataclass(frozen=True)
-class FreePromptOptions:
+class FreePromptOptions(Options):
     """Free-Prompt-Editing's published real-image default (params.yaml section ``fpe``)."""
+
+    section = "fpe"
 
     self_replace: float = option(FPE_SELF_REPLACE, "Fraction of steps with self-attention map replacement.",
                                  minimum=0.0, maximum=1.0)
-
-    def __post_init__(self):
-        check(self, "fpe")
 
 
 @register

@@ -36,7 +36,7 @@ from .. import steps
 from ..attention_maps import Recorder
 from ..errors import EditInputError
 from ..local_blend import LocalBlend, on_grid, upsample
-from ..options import check, option
+from ..options import Options, option
 from ..processors import (
     THREE_BRANCHES, AttentionProcessor, Layer, attention, cross_attention_qkv, from_heads, probabilities,
     self_attention_qkv,
@@ -304,9 +304,11 @@ def infedit_processors(controller: InfEditController, blocks: Sequence[Layer]):
 
 
 @dataclass(frozen=True)
-class InfEditOptions:
+class InfEditOptions(Options):
     """InfEdit's published app defaults (params.yaml section ``infedit``); its self-attention schedule is the
     per-type one."""
+
+    section = "infedit"
 
     cross_replace: float = option(INFEDIT_CROSS_REPLACE, "Cross-attention refinement while c >= (k+1)/T.",
                                   minimum=0.0, maximum=1.0)
@@ -318,9 +320,6 @@ class InfEditOptions:
     mutual_words: str = option("", "Mutual blend words, as local_words; '' = none (the app's default).")
     aligner: str = option(INFEDIT_ALIGNER, "The aligner's cosine step: reference (its swapped indices) or intended.",
                           choices=ALIGNER_ORDERS)
-
-    def __post_init__(self):
-        check(self, "infedit")
 
 
 @register

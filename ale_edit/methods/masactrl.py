@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import steps
-from ..options import check, option
+from ..options import Options, option
 from ..processors import TWO_BRANCHES, AttentionProcessor, PlainAttention, attention, self_attention_qkv
 from ..steps import StepController
 from .base import EditBatch, Method, MethodRun, joined_conditioning, register
@@ -57,15 +57,14 @@ class MutualSelfAttention(AttentionProcessor):
 
 
 @dataclass(frozen=True)
-class MasaCtrlOptions:
+class MasaCtrlOptions(Options):
     """MasaCtrl's published defaults (params.yaml section ``masactrl``; blocks counted in forward order)."""
+
+    section = "masactrl"
 
     start_step: int = option(MASACTRL_START_STEP, "The first step of mutual self-attention.", minimum=0)
     start_layer: int = option(MASACTRL_START_LAYER, "The first transformer block (forward order) with it.",
                               minimum=0)
-
-    def __post_init__(self):
-        check(self, "masactrl")
 
 
 @register

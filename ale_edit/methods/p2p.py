@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from .. import steps
 from ..attention_maps import Recorder
 from ..local_blend import LocalBlend, on_grid, upsample
-from ..options import check, option
+from ..options import Options, option
 from ..processors import (
     TWO_BRANCHES, AttentionProcessor, Layer, attention, cross_attention_qkv, from_heads, probabilities,
     self_attention_qkv,
@@ -289,18 +289,17 @@ def p2p_processors(controller: PromptToPromptController, blocks: Sequence[Layer]
 
 
 @dataclass(frozen=True)
-class PromptToPromptOptions:
+class PromptToPromptOptions(Options):
     """Prompt-to-Prompt's published defaults (params.yaml section ``p2p``); its self-attention schedule is the
     per-type one."""
+
+    section = "p2p"
 
     cross_replace: float = option(P2P_CROSS_REPLACE, "Fraction of steps with cross-attention map replacement.",
                                   minimum=0.0, maximum=1.0)
     local_blend: bool = option(P2P_LOCAL_BLEND, "P2P's optional local blend on the phrases' words.")
     blend_threshold: float = option(P2P_BLEND_THRESHOLD, "The local blend's mask threshold (of the map's peak).",
                                     minimum=0.0, maximum=1.0)
-
-    def __post_init__(self):
-        check(self, "p2p")
 
 
 @register

@@ -8,21 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import check, option
+from ..options import Options, option
 from ..processors import PlainAttention
 from ..steps import StepController
 from .base import EditBatch, Method, MethodRun, joined_conditioning, register
 
 
 @dataclass(frozen=True)
-class PlainOptions:
+class PlainOptions(Options):
     """Options of the plain sampler (params.yaml section ``plain``)."""
+
+    section = "plain"
 
     source_prompt: bool = option(True, "Condition the source branch on the joined source phrases (else on the "
                                  "empty prompt).")
-
-    def __post_init__(self):
-        check(self, "plain")
 
 
 @register
