@@ -52,7 +52,9 @@ def atomic_path(path: str | os.PathLike):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    # The temporary name stays under the file system's 255 bytes whatever the final name's length.
+    prefix = "." + path.name.encode()[:200].decode(errors="ignore") + "."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

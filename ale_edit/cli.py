@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .commands.clean_work import clean_work
 from .commands.edit import edit
 from .commands.report import report
 from .commands.score import score
@@ -18,6 +19,7 @@ def main():
 main.add_command(edit)
 main.add_command(score)
 main.add_command(report)
+main.add_command(clean_work)
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,7 @@ from .methods import EditBatch, method_class
 from .models import DiffusionModels
 from .processors import blocks, install_processors
 from .sampler import SamplerInputs, virtual_inversion
-from .images import working_image, working_size  # noqa: F401  (working_size: part of the editor's API)
+from .images import aspect_warning, working_image, working_size  # noqa: F401  (working_size: the editor's API)
 from .settings import EditSettings
 from .text import joined_prompt
 
@@ -165,6 +165,9 @@ class Editor:
         for r in requests:
             validate_request(r)
         images = [working_image(r.image, st.size) for r in requests]
+        notes = [[w] if (w := aspect_warning(r.image.size, im.size)) else [] for r, im in zip(requests, images)]
+        for note in (n for ns in notes for n in ns):
+            warnings.warn(note, stacklevel=2)
         if len({im.size for im in images}) != 1:
             raise EditInputError(f"a batch needs one working size, got {sorted({im.size for im in images})}")
         generators = [torch.Generator().manual_seed(r.seed) for r in requests]
@@ -194,11 +197,12 @@ class Editor:
         edited = self.decode(latents)
         seconds = (time.perf_counter() - start) / len(requests)
         return [
-            EditResult(out, masks, self._record(r, origin, images[0].size, seconds, extra))
-            for r, (masks, origin), out, extra in zip(requests, resolved, edited, run.records)
+            EditResult(out, masks, self._record(r, origin, images[0].size, seconds, extra, note))
+            for r, (masks, origin), out, extra, note in zip(requests, resolved, edited, run.records, notes)
         ]
 
-    def _record(self, r: EditRequest, origin: dict, work_size: tuple[int, int], seconds: float, extra: dict) -> dict:
+    def _record(self, r: EditRequest, origin: dict, work_size: tuple[int, int], seconds: float, extra: dict,
+                notes: list[str]) -> dict:
         st, m = self.settings, self.models
         fallbacks = [f"no mask for {p!r}: edited without masking and without background blending"
                      for p, o in origin.items() if o == "missing"]
@@ -219,6 +223,7 @@ class Editor:
             "compat": st.compat_record(),
             "mask_sources": origin,
             "fallbacks": fallbacks,
+            "warnings": notes,
             "background_blending": False,
             **extra,
             "seconds": round(seconds, 3),

@@ -13,17 +13,33 @@ import torch
 from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from .errors import EditInputError
 from .tokenizer import clip_tokenizer
 
 DEFAULT_DIFFUSION_MODEL = "SimianLuo/LCM_Dreamshaper_v7"
+DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp32": torch.float32, "float32": torch.float32}
 TINY = "tiny"
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else CPU."""
+    """``None`` or ``"auto"``: CUDA when available, else CPU. A device this machine does not have is a named
+    ``EditInputError``, before any model loads."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EditInputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise EditInputError(f"device {device!r}: no CUDA device is available on this machine (use auto or cpu)")
+        if resolved.index is not None and resolved.index >= count:
+            raise EditInputError(f"device {device!r}: this machine has {count} CUDA device(s)")
+    elif resolved.type != "cpu":
+        raise EditInputError(f"device {device!r}: only cpu and cuda are supported")
+    return resolved
 
 
 def resolve_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
@@ -32,11 +48,9 @@ def resolve_dtype(device: torch.device, dtype: str | torch.dtype | None = None) 
         return dtype
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    names = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-             "fp32": torch.float32, "float32": torch.float32}
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(names)}")
-    return names[dtype]
+    if dtype not in DTYPES:
+        raise EditInputError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
 
 
 @dataclass

@@ -32,17 +32,26 @@ def option(default: Any = MISSING, help: str = "", *, choices: tuple | None = No
 
 
 def value_type(cls, f: dataclasses.Field) -> type:
-    """The field's value type (``int``, ``float``, ``bool``, ``str``), ``Optional`` unwrapped."""
-    hint = typing.get_type_hints(cls)[f.name]
+    """The field's value type (``int``, ``float``, ``bool``, ``str``, ``list``), ``Optional`` unwrapped."""
+    hint = _unwrap_optional(typing.get_type_hints(cls)[f.name])
+    return list if typing.get_origin(hint) in (list, tuple) else hint
+
+
+def item_type(cls, f: dataclasses.Field) -> type | None:
+    """The item type of a list field (``list[str]`` -> ``str``), else None."""
+    hint = _unwrap_optional(typing.get_type_hints(cls)[f.name])
+    args = typing.get_args(hint)
+    return args[0] if typing.get_origin(hint) in (list, tuple) and args else None
+
+
+def _unwrap_optional(hint):
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args and typing.get_origin(hint) is not None else hint
+    if type(None) in typing.get_args(hint) and len(args) == 1:
+        return args[0]
+    return hint
 
 
-def coerce(cls, f: dataclasses.Field, value: Any, where: str) -> Any:
-    """``value`` as the field's type; YAML and click give the right types, ``--set`` gives strings."""
-    if value is None:
-        return None
-    kind = value_type(cls, f)
+def _coerce_scalar(kind: type, value: Any, where: str) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -52,10 +61,13 @@ def coerce(cls, f: dataclasses.Field, value: Any, where: str) -> Any:
     if kind in (int, float):
         if isinstance(value, bool):
             raise SettingError(f"{where} must be a number, got {value!r}")
+        if kind is int and isinstance(value, int):
+            return value
         try:
-            number = kind(value) if not isinstance(value, str) else kind(float(value) if kind is int else value)
-        except (TypeError, ValueError):
-            raise SettingError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+            number = kind(float(value)) if kind is int and isinstance(value, str) else kind(value)
+        except (TypeError, ValueError, OverflowError):
+            raise SettingError(f"{where} must be {'an integer' if kind is int else 'a number'}, "
+                               f"got {value!r}") from None
         if kind is int and float(value) != number:
             raise SettingError(f"{where} must be an integer, got {value!r}")
         return number
@@ -66,20 +78,38 @@ def coerce(cls, f: dataclasses.Field, value: Any, where: str) -> Any:
     return value
 
 
+def coerce(cls, f: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` as the field's type; YAML and click give the right types, ``--set`` gives strings."""
+    if value is None:
+        return None
+    kind = value_type(cls, f)
+    if kind is list:
+        if not isinstance(value, (list, tuple)):
+            raise SettingError(f"{where} must be a list, got {value!r}")
+        item = item_type(cls, f)
+        return [_coerce_scalar(item, v, f"{where}[{i}]") if item else v for i, v in enumerate(value)]
+    return _coerce_scalar(kind, value, where)
+
+
 def check(obj, section: str = "") -> None:
-    """Raise ``SettingError`` naming the first field whose value is outside its choices or range."""
+    """Raise ``SettingError`` naming the first field whose value (or list item) is outside its choices or range."""
     for f in fields(obj):
         value = getattr(obj, f.name)
         if value is None or not f.metadata:
             continue
         where = f"{section}.{f.name}" if section else f.name
-        choices, low, high = f.metadata.get("choices"), f.metadata.get("minimum"), f.metadata.get("maximum")
-        if choices is not None and value not in choices:
-            raise SettingError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
-        if low is not None and value < low:
-            raise SettingError(f"{where} must be >= {low}; got {value!r}")
-        if high is not None and value > high:
-            raise SettingError(f"{where} must be <= {high}; got {value!r}")
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            _check_value(f, item, where)
+
+
+def _check_value(f: dataclasses.Field, value: Any, where: str) -> None:
+    choices, low, high = f.metadata.get("choices"), f.metadata.get("minimum"), f.metadata.get("maximum")
+    if choices is not None and value not in choices:
+        raise SettingError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    if low is not None and value < low:
+        raise SettingError(f"{where} must be >= {low}; got {value!r}")
+    if high is not None and value > high:
+        raise SettingError(f"{where} must be <= {high}; got {value!r}")
 
 
 class Options:
@@ -109,8 +139,8 @@ def mapping_kwargs(cls, values: Mapping[str, Any], section: str = "", *, ignore:
             continue
         where = f"{section}.{name}" if section else name
         if name not in known:
-            raise SettingError(f"unknown setting {where}{did_you_mean(name, known)}; known: "
-                               f"{', '.join(sorted(known))}")
+            raise SettingError(f"unknown setting {where}{did_you_mean(name, [*known, *ignore])}; known: "
+                               f"{', '.join(sorted([*known, *ignore]))}")
         kwargs[name] = coerce(cls, known[name], value, where)
     return kwargs
 

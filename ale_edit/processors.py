@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
+
+if TYPE_CHECKING:  # only for annotations: importing diffusers costs seconds at start-up
+    from diffusers.models.attention_processor import Attention
 
 
 @dataclass(frozen=True)
@@ -231,9 +233,3 @@ def install_processors(unet, make: Callable[[Layer], object]) -> dict:
     previous = dict(unet.attn_processors)
     unet.set_attn_processor({name: make(layer) for name, layer in unet_layers(unet).items()})
     return previous
-
-
-def chunk_views(x: torch.Tensor, layout: BranchLayout, indices: Sequence[int]) -> list[torch.Tensor]:
-    """The chunks ``indices`` of ``x`` (views)."""
-    chunks = layout.chunks(x)
-    return [chunks[i] for i in indices]

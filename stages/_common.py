@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import click
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,13 +13,21 @@ if str(ROOT) not in sys.path:  # stages run as scripts from the repository root
     sys.path.insert(0, str(ROOT))
 
 from ale_edit.atomic import atomic_dir  # noqa: E402,F401  (re-exported for the stages)
+import params as schema  # noqa: E402  (stages/params.py: params.yaml's schema)
 
 TINY = "tiny"
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
+    """params.yaml, checked against its schema (``params.py``) before the stage does anything: a bad key or value
+    is a named error, never a run with old settings."""
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        params = yaml.safe_load(f)
+    try:
+        schema.check_params(params or {})
+    except schema.SettingError as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+    return params
 
 
 def model_name(params: dict, which: str) -> str:

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 
 from _common import atomic_dir, edit_type_of, load_params, model_name
 
-from ale_edit.atomic import atomic_path
-from ale_edit.bench.runner import collect, make_jobs, run_jobs, settings_identity, shard
+from ale_edit.atomic import atomic_path, write_json
+from ale_edit.bench.runner import collect, make_jobs, run_jobs, settings_identity, shard, timings
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ale_edit.editor import Editor
 from ale_edit.embeddings import TextEncoder, encoder_id
@@ -19,6 +19,7 @@ from ale_edit.models import load_diffusion_models
 from ale_edit.settings import EditSettings
 
 WORK = Path(".ale-edit-work")
+LOGS = Path("logs")
 
 
 @click.command()
@@ -61,6 +62,7 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, shard_inde
                f"{text.encoded} texts encoded ({cached} cached)")
     if num_shards > 1:
         return
+    seconds = timings(jobs, work)
     with atomic_dir(out) as tmp:
         results = collect(jobs, work, tmp)
         with atomic_path(tmp / "edits.parquet") as path:
@@ -68,7 +70,9 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, shard_inde
     for job in jobs:  # the results are safely in place: the work copies are no longer needed
         for suffix in (".png", ".json"):
             (work / f"{job.fingerprint}{suffix}").unlink(missing_ok=True)
-    click.echo(f"edit {edit_type.name}: {len(results)} edits -> {out}")
+    # Runtime facts go to a log DVC does not track: two identical runs keep identical outputs and dvc.lock hashes.
+    write_json(LOGS / f"edit-{key}.json", {"seconds": seconds, "total_seconds": round(sum(seconds.values()), 3)})
+    click.echo(f"edit {edit_type.name}: {len(results)} edits -> {out} (times: {LOGS / f'edit-{key}.json'})")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""The project files a stage script runs: its own imports, followed through the package and stages/_common.py."""
+"""The project files a stage script runs: its own imports, followed through the package and the stages' shared
+modules.
+
+``stages/params.py`` is not followed: it checks the whole params.yaml before any stage works, so what it imports
+(the method registry, every method's options) decides whether a stage may run, never what the stage writes.
+Making every stage depend on it would re-run the benchmark download when a method's code changes.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "ale_edit"
 
 
+VALIDATION_ONLY = {"params"}
+
+
 def _module_file(module: str) -> Path | None:
     parts = module.split(".")
-    if parts[0] == "_common":
-        return ROOT / "stages" / "_common.py"
+    if len(parts) == 1 and (ROOT / "stages" / f"{parts[0]}.py").is_file():
+        return None if parts[0] in VALIDATION_ONLY else ROOT / "stages" / f"{parts[0]}.py"
     if parts[0] != PACKAGE:
         return None
     path = ROOT.joinpath(*parts)

@@ -1,6 +1,10 @@
-"""Loading the stage scripts (stages/*.py are scripts, not a package) and writing params files for them."""
+"""Loading the stage scripts (stages/*.py are scripts, not a package), writing params files for them, and running
+the pipeline's commands in a fresh git + DVC project."""
 
 import importlib.util
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,3 +43,36 @@ def smoke_params(bench_source, **overrides) -> dict:
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+# dvc runs the stages' `python`: the interpreter running the tests, whether or not its virtualenv is activated.
+ENV = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+           DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GIT_AUTHOR_NAME="t",
+           GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def sh(cmd, cwd, **kw) -> str:
+    """Run ``cmd`` in ``cwd``; it must succeed. Returns its stdout and stderr."""
+    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, **kw)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def make_project(tmp: Path, params: dict, *, commit: bool = True) -> Path:
+    """A fresh git + DVC repository holding the project's pipeline, code and data dictionaries."""
+    project = tmp / "project"
+    project.mkdir(parents=True)
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, project / name)
+    for name in ("stages", "ale_edit"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "data").mkdir()
+    shutil.copy(ROOT / "data" / "attributes.yaml", project / "data" / "attributes.yaml")
+    write_params(project / "params.yaml", params)
+    sh(["git", "init", "-q"], project)
+    sh(DVC + ["init", "-q"], project)
+    if commit:
+        sh(["git", "add", "-A"], project)
+        sh(["git", "commit", "-qm", "pipeline"], project)
+    return project

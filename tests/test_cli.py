@@ -112,3 +112,55 @@ def test_every_baseline_runs_from_the_command_line(ale_bench, tmp_path, method):
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["method"] == method and record["mask_sources"] == {}  # baselines take no masks
     assert Image.open(out).size == (64, 64)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seed", "99999999999999999999999"], "99999999999999999999999 is not in the range 0<=x<=9223372036854775807"),
+    (["--device", "cuda:7"], "device 'cuda:7'"),
+    (["--dtype", "bogus"], "unknown dtype 'bogus'; choose one of auto, fp16"),
+    (["-o", "x.json"], "'.json' is not an image extension this can write; use one of"),
+    (["--steps", "0"], "0 is not in the range x>=1"),
+    (["--size", "100"], "edit.size must be a multiple of 64; got 100"),
+    (["--eos", "bogus"], "'bogus' is not one of"),
+    (["--method", "p2p", "--eos", "zeros"], "--eos: options of ALE-Edit, not of --method p2p"),
+    (["--set", "p2p.cross_replace=0.6"], "--set p2p.*: options of p2p, but --method is ale"),
+    (["--method", "p2p", "--set", "p2p.cross_replace=2"], "p2p.cross_replace must be <= 1.0; got 2"),
+    (["--method", "p2p", "--set", "p2p.cross_replac=0.5"], "unknown setting p2p.cross_replac (did you mean "),
+    (["--set", "p2q.x=1"], "unknown section 'p2q' (did you mean 'p2p'?)"),
+])
+def test_bad_options_are_named_before_any_model_loads(ale_bench, tmp_path, monkeypatch, args, message):
+    import ale_edit.commands.edit as edit_command
+
+    monkeypatch.setattr(edit_command, "load_diffusion_models", lambda *a, **k: pytest.fail("a model was loaded"))
+    out = ["-o", str(tmp_path / "x.png")] if "-o" not in args else []
+    result = CliRunner().invoke(main, ["edit", str(ale_bench / "images" / "artificial_img05.jpg"), "-e", "cup=gold cup",
+                                       *out, *args, "--model", "tiny"])
+    assert result.exit_code in (1, 2), result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+def test_a_squashed_image_is_named_in_the_output_and_the_record(tmp_path):
+    Image.new("RGB", (5000, 300), (90, 120, 30)).save(tmp_path / "wide.png")
+    mask = np.zeros((300, 5000), np.uint8)
+    mask[100:200, 1000:2000] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    with pytest.warns(UserWarning, match="aspect ratio changes by a factor of 16.67"):
+        result = run(["edit", str(tmp_path / "wide.png"), "-e", "box=red box", "--mask", f"box={tmp_path / 'mask.png'}",
+                      "-o", str(out), *FAST])
+    assert result.exit_code == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["working_size"] == [64, 64] and "5000x300 image is edited at 64x64" in record["warnings"][0]
+
+
+def test_a_long_phrase_saves_its_mask_under_a_bounded_name(ale_bench, tmp_path):
+    phrase = " ".join(["very"] * 70) + " cup"
+    mask = ale_bench / "masks" / "artificial_img05" / "cup_mask.png"
+    out = tmp_path / "out.png"
+    result = run(["edit", str(ale_bench / "images" / "artificial_img05.jpg"), "-e", f"{phrase}=gold cup",
+                  "--mask", f"{phrase}={mask}", "--save-masks", str(tmp_path / "masks"), "-o", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    saved = list((tmp_path / "masks").iterdir())
+    assert len(saved) == 1 and len(saved[0].name.encode()) <= 255 and saved[0].name.endswith("_mask.png")
+    assert json.loads(out.with_suffix(".json").read_text())["saved_masks"][phrase] == str(saved[0])

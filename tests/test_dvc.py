@@ -1,21 +1,14 @@
 """dvc.yaml cannot go stale: every stage depends on every project file it runs, and an edit stage on the common
 settings and the active method's section only (checked with ``dvc status`` on a recorded, not run, pipeline)."""
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from import_closure import closure
-from stage_utils import ROOT, smoke_params, write_params
-
-DVC = [sys.executable, "-m", "dvc"]
-ENV = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-           GIT_COMMITTER_EMAIL="t@t")
+from stage_utils import DVC, ENV, ROOT, make_project, sh, smoke_params, write_params
 
 
 def stage_definitions() -> dict[str, dict]:
@@ -37,15 +30,9 @@ def test_every_stage_depends_on_every_project_file_it_imports(name):
     assert not missing, f"dvc.yaml: stage {name!r} runs {missing} but does not depend on them"
 
 
-def sh(cmd, cwd):
-    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
 def changed_stages(project: Path) -> set[str]:
     """The stages ``dvc status`` says would re-run (their own dependencies changed)."""
-    out = sh(DVC + ["status"], project)
+    out = subprocess.run(DVC + ["status"], cwd=project, env=ENV, capture_output=True, text=True, check=True).stdout
     return {line[:-1] for line in out.splitlines() if line and not line[0].isspace() and line.endswith(":")}
 
 
@@ -53,17 +40,9 @@ def changed_stages(project: Path) -> set[str]:
 def recorded_project(tmp_path, ale_bench) -> Path:
     """The pipeline with method p2p, every stage recorded in dvc.lock by ``dvc commit`` over placeholder outputs
     (nothing runs: the test is about what DVC would re-run)."""
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, project / name)
-    for name in ("stages", "ale_edit"):
-        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "data").mkdir()
-    shutil.copy(ROOT / "data" / "attributes.yaml", project / "data" / "attributes.yaml")
     params = smoke_params(ale_bench)
     params["method"] = "p2p"
-    write_params(project / "params.yaml", params)
+    project = make_project(tmp_path, params, commit=False)
     for folder in ("data/bench", "data/masks", *(f"{root}/{t}" for root in ("results", "scores")
                                                  for t in params["prompts"]["edit_types"]), "plots/grids"):
         (project / folder).mkdir(parents=True)
@@ -72,8 +51,6 @@ def recorded_project(tmp_path, ale_bench) -> Path:
                  "plots/metrics_by_type.csv"):
         (project / file).parent.mkdir(parents=True, exist_ok=True)
         (project / file).write_text("{}" if file.endswith(".json") else "x")
-    sh(["git", "init", "-q"], project)
-    sh(DVC + ["init", "-q"], project)
     sh(DVC + ["commit", "-f", "-q"], project)
     assert changed_stages(project) == set()
     return project
@@ -102,3 +79,20 @@ def test_only_the_active_methods_options_and_code_rerun_its_edits(recorded_proje
     scoring_code = project / "ale_edit" / "bench" / "scoring.py"
     scoring_code.write_text(scoring_code.read_text() + "\n# a change to scoring\n")
     assert changed_stages(project) == edits | {"score@color", "score@object", "report"}
+
+
+def test_a_misspelt_key_added_by_dvc_exp_run_is_named_and_redoes_nothing(recorded_project):
+    # DVC's own hint for a key not in params.yaml is `-S +key=value`: the stages it re-runs refuse the key by name.
+    project = recorded_project
+    sh(["git", "add", "-A"], project)
+    sh(["git", "commit", "-qm", "recorded"], project)
+    before = {p: p.read_bytes() for p in (project / "results").rglob("*") if p.is_file()}
+    result = subprocess.run(DVC + ["exp", "run", "-S", "+edit.stepz=3"], cwd=project, env=ENV, capture_output=True,
+                            text=True)
+    assert result.returncode != 0
+    assert "unknown setting edit.stepz (did you mean 'steps'?)" in result.stdout + result.stderr
+    assert not (project / ".ale-edit-work").exists()  # the stage stopped before editing anything
+    # DVC removed the failed stage's outputs before running it; its cache has them all back.
+    sh(["git", "checkout", "--", "params.yaml"], project)
+    sh(DVC + ["checkout", "-q"], project)
+    assert {p: p.read_bytes() for p in (project / "results").rglob("*") if p.is_file()} == before

@@ -12,41 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from stage_utils import ROOT, smoke_params, write_params
+from stage_utils import DVC, ENV, ROOT, make_project, sh, smoke_params
 
 pytestmark = pytest.mark.slow
-# dvc runs the stages' `python`: the interpreter running the tests, whether or not its virtualenv is activated.
-ENV = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-           DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GIT_AUTHOR_NAME="t",
-           GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-DVC = [sys.executable, "-m", "dvc"]
-
-
-def sh(cmd, cwd, **kw):
-    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, **kw)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def make_project(tmp: Path, params: dict) -> Path:
-    """A fresh git + DVC repository holding the project's pipeline, code and data dictionaries."""
-    project = tmp / "project"
-    project.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, project / name)
-    for name in ("stages", "ale_edit"):
-        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "data").mkdir()
-    shutil.copy(ROOT / "data" / "attributes.yaml", project / "data" / "attributes.yaml")
-    write_params(project / "params.yaml", params)
-    sh(["git", "init", "-q"], project)
-    sh(DVC + ["init", "-q"], project)
-    sh(["git", "add", "-A"], project)
-    sh(["git", "commit", "-qm", "pipeline"], project)
-    return project
-
-
 def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
@@ -116,3 +86,19 @@ def test_edit_stage_killed_halfway_resumes_without_redoing(ale_bench, tmp_path):
     results = pd.read_parquet(project / "results" / "object" / "edits.parquet")
     assert len(results) == total and results["edit_id"].is_unique
     assert all((project / "results" / "object" / p).is_file() for p in results["path"])
+
+
+def test_two_clean_runs_hash_identically(ale_bench, tmp_path):
+    """The same params in two fresh projects: every output DVC tracks has the same hash in both dvc.lock files
+    (runtime facts such as seconds go to logs/, which DVC does not track)."""
+    params = smoke_params(ale_bench, bench__images=["artificial_img05"], prompts__edit_types=["color"])
+    hashes = []
+    for run in ("a", "b"):
+        project = make_project(tmp_path / run, params)
+        sh(DVC + ["repro"], project)
+        lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+        hashes.append({stage: [(o["path"], o.get("md5")) for o in entry.get("outs", [])]
+                       for stage, entry in lock.items()})
+        assert json.loads((project / "logs" / "edit-color.json").read_text())["total_seconds"] > 0
+    assert hashes[0] == hashes[1]
+    assert set(hashes[0]) == {"bench", "prompts", "masks", "embed", "edit@color", "score@color", "report"}

@@ -124,8 +124,16 @@ def run_jobs(editor: Editor, jobs: Sequence[EditJob], work: Path, *, batch_size:
     return len(pending)
 
 
+def timings(jobs: Sequence[EditJob], work: Path) -> dict[str, float]:
+    """{edit id: seconds} of finished edits: a runtime fact, kept out of the results so that identical runs
+    produce identical (DVC-hashed) outputs."""
+    return {j.edit_id: float(json.loads((work / f"{j.fingerprint}.json").read_text())["seconds"]) for j in jobs
+            if is_done(j, work)}
+
+
 def collect(jobs: Sequence[EditJob], work: Path, out: Path) -> pd.DataFrame:
-    """Move finished edits into ``out`` (authors' layout) and return the results table; every job must be done."""
+    """Move finished edits into ``out`` (authors' layout) and return the results table; every job must be done.
+    The table holds only what the settings determine (no times), so identical runs give identical tables."""
     missing = [j.edit_id for j in jobs if not is_done(j, work)]
     if missing:
         raise RuntimeError(f"{len(missing)} edits are not done yet (first: {missing[:3]})")
@@ -138,17 +146,36 @@ def collect(jobs: Sequence[EditJob], work: Path, out: Path) -> pd.DataFrame:
         rows.append({
             "edit_id": job.edit_id, "image": job.image, "edit_type": job.edit_type, "n_objects": job.n_objects,
             "index": job.index, "sources": [s for s, _ in job.pairs], "targets": [t for _, t in job.pairs],
-            "path": str(job.relative_output), "seconds": float(record["seconds"]), "schedule": job.schedule,
+            "path": str(job.relative_output), "schedule": job.schedule,
             "mask_sources": json.dumps(job.mask_origins), "fallbacks": record["fallbacks"],
+            "warnings": record.get("warnings", []),
             "background_blending": bool(record["background_blending"]), "fingerprint": job.fingerprint,
         })
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-RESULT_COLUMNS = ["edit_id", "image", "edit_type", "n_objects", "index", "sources", "targets", "path", "seconds",
-                  "schedule", "mask_sources", "fallbacks", "background_blending", "fingerprint"]
+RESULT_COLUMNS = ["edit_id", "image", "edit_type", "n_objects", "index", "sources", "targets", "path",
+                  "schedule", "mask_sources", "fallbacks", "warnings", "background_blending", "fingerprint"]
 
 
 def settings_identity(editor: Editor) -> dict:
     m = editor.models
     return {"model": m.name, "dtype": str(m.dtype), "settings": editor.settings.as_dict()}
+
+
+def remove_assembled(work: Path, results: Path) -> tuple[int, int]:
+    """Remove the work files of edits already assembled into a results folder: ``results/<type>/edits.parquet``
+    names their fingerprints, ``work/<type>/<fingerprint>.png|json`` are the files. Sharded runs leave them
+    behind when ``dvc repro`` then restores the results from DVC's cache instead of assembling them. Returns
+    (files removed, work files kept because no results table names them)."""
+    removed = kept = 0
+    for folder in sorted(p for p in Path(work).iterdir() if p.is_dir()) if Path(work).is_dir() else []:
+        table = Path(results) / folder.name / "edits.parquet"
+        assembled = set(pd.read_parquet(table, columns=["fingerprint"])["fingerprint"]) if table.is_file() else set()
+        for file in sorted(folder.iterdir()):
+            if file.suffix in (".png", ".json") and file.stem in assembled:
+                file.unlink()
+                removed += 1
+            else:
+                kept += 1
+    return removed, kept

@@ -21,7 +21,7 @@ from ..errors import EditInputError
 from ..io import load_image, load_mask
 from ..methods import method_names
 from ..methods.ale import AleOptions
-from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models
+from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models, resolve_device, resolve_dtype
 from ..options import SettingError
 from ..paths import check_output_image_path, safe_file_name
 from ..settings import EditSettings
@@ -85,6 +85,7 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
     mask_files = dict(parse_assignment(m, "--mask") for m in mask_args)
     edit_settings = build_settings(method, settings, set_args)
     try:
+        resolve_dtype(resolve_device(device), dtype)  # a device or dtype this machine lacks: named, up front
         check_output_image_path(output)
         if save_masks is not None:
             check_output_image_path(Path(save_masks) / mask_file_name("mask"))
@@ -114,8 +115,8 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
     save_image(output, result.image)
     write_json(output.with_suffix(".json"), record)
     click.echo(f"wrote {output} and {output.with_suffix('.json')} ({result.record['seconds']:.1f} s)")
-    for fallback in result.record["fallbacks"]:
-        click.echo(f"warning: {fallback}", err=True)
+    for note in result.record["fallbacks"] + result.record["warnings"]:
+        click.echo(f"warning: {note}", err=True)
 
 
 def build_settings(method: str, values: dict, set_args) -> EditSettings:

@@ -1,0 +1,132 @@
+"""params.yaml's schema: every section and key the pipeline reads, checked before any stage works.
+
+A key that is not here (``dvc exp run -S +edit.stepz=3``) is refused with a "did you mean", a value out of its
+choices or range is named, so a typo never re-runs stages with old settings. The edit settings and each method's
+section come from the library's settings dataclasses (``EditSettings``, each method's ``Options``); the other
+sections are declared here, the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
+from ale_edit.models import DTYPES
+from ale_edit.options import Options, SettingError, did_you_mean, from_mapping, mapping_kwargs, option
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class BenchParams(Options):
+    section = "bench"
+
+    source: str = option("https://github.com/ml-postech/ALE.git", "A git repository or a local folder.")
+    rev: str | None = option(None, "The commit of a git source.")
+    subdir: str = option("ale_bench", "The folder of a git source that holds the benchmark.")
+    images: list[str] = field(default_factory=list, metadata={"help": "Names to keep; [] keeps all."})
+    limit: int = option(0, "Keep the first N images (sorted); 0 keeps all.", minimum=0)
+
+
+@dataclass(frozen=True)
+class PromptsParams(Options):
+    section = "prompts"
+
+    mode: str = option("official", "The authors' instances, or generated ones.", choices=("official", "generated"))
+    seed: int = option(42, "Seed of the generated instances.", minimum=0, maximum=MAX_SEED)
+    instances: int = option(10, "Per image x edit type x number of objects.", minimum=1)
+    edit_types: list[str] = field(default_factory=lambda: list(EDIT_TYPE_KEYS),
+                                  metadata={"help": "Edit types (either spelling).",
+                                            "choices": tuple(dict.fromkeys(EDIT_TYPE_KEYS + EDIT_TYPES))})
+    object_counts: list[int] = field(default_factory=lambda: [1, 2, 3],
+                                     metadata={"help": "Objects per edit.", "choices": (1, 2, 3)})
+
+
+@dataclass(frozen=True)
+class ModelParams(Options):
+    section = "model"
+
+    preset: str = option("real", "real, or tiny: every model small, random and offline.", choices=("real", "tiny"))
+    diffusion: str = option("SimianLuo/LCM_Dreamshaper_v7", "The latent consistency model.")
+    detector: str = option("IDEA-Research/grounding-dino-base", "Grounding DINO.")
+    segmenter: str = option("facebook/sam-vit-huge", "SAM.")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    dtype: str = option("auto", "auto: fp16 on CUDA, fp32 on CPU.", choices=("auto", *DTYPES))
+
+
+@dataclass(frozen=True)
+class MasksParams(Options):
+    section = "masks"
+
+    source: str = option("auto", "Grounded-SAM, refined masks, or refined where present.",
+                         choices=("auto", "manual", "manual-then-auto"))
+    manual_dir: str = option("", "Refined masks <image>/<phrase>_mask.png; '' = the benchmark's.")
+    box_threshold: float = option(0.45, "Grounding DINO's box threshold.", minimum=0.0, maximum=1.0)
+    text_threshold: float = option(0.4, "Grounding DINO's text threshold.", minimum=0.0, maximum=1.0)
+
+
+@dataclass(frozen=True)
+class EditPipelineParams(Options):
+    """The edit section's keys that are the pipeline's, not the editor's (``EditSettings`` holds the rest)."""
+
+    section = "edit"
+
+    seed: int = option(42, "Every edit's seed.", minimum=0, maximum=MAX_SEED)
+    batch_size: int = option(1, "Edits per UNet call.", minimum=1)
+
+
+@dataclass(frozen=True)
+class ScheduleParams(Options):
+    section = "schedule"
+
+    color: float = option(1.0, "", minimum=0.0, maximum=1.0)
+    object: float = option(0.5, "", minimum=0.0, maximum=1.0)
+    material: float = option(0.6, "", minimum=0.0, maximum=1.0)
+    color_object: float = option(0.5, "", minimum=0.0, maximum=1.0)
+    object_material: float = option(0.5, "", minimum=0.0, maximum=1.0)
+
+
+@dataclass(frozen=True)
+class ScoreParams(Options):
+    section = "score"
+
+    clip: str = option("openai/clip-vit-large-patch14", "CLIP for TE, TI and Edited.")
+    dino: str = option("facebook/dino-vitb8", "DINO for the structure distance.")
+    lpips: str = option("squeeze", "LPIPS backbone.")
+    dino_input: str = option("published", "0-255 pixels as published, or 0-1.", choices=("published", "corrected"))
+    mask_weights: str | None = option(None, "binary | soft (authors); null: from edit.compat.",
+                                      choices=("binary", "soft"))
+    te_variant: str | None = option(None, "mean (eq. 6) | joined (authors); null: from edit.compat.",
+                                    choices=("mean", "joined"))
+    batch_size: int = option(16, "Edits per model call.", minimum=1)
+    grid_edits: int = option(4, "Edits per type in the image grids.", minimum=0)
+
+
+SECTIONS: dict[str, type] = {
+    "bench": BenchParams, "prompts": PromptsParams, "model": ModelParams, "masks": MasksParams,
+    "schedule": ScheduleParams, "score": ScoreParams,
+}
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Raise ``SettingError`` naming the first unknown section or key, or the first bad value, of params.yaml."""
+    from ale_edit.methods import method_names
+    from ale_edit.settings import PIPELINE_EDIT_KEYS, EditSettings
+
+    methods = method_names()
+    known = {"method", "edit", *SECTIONS, *methods}
+    for name in params:
+        if name not in known:
+            raise SettingError(f"unknown section {name!r} in params.yaml{did_you_mean(name, known)}")
+    for name, cls in SECTIONS.items():
+        if not isinstance(params.get(name) or {}, Mapping):
+            raise SettingError(f"params.yaml: {name} must be a mapping of keys")
+        from_mapping(cls, params.get(name) or {}, name)
+    edit = dict(params.get("edit") or {})
+    from_mapping(EditPipelineParams, {k: edit[k] for k in PIPELINE_EDIT_KEYS if k in edit}, "edit")
+    mapping_kwargs(EditSettings, edit, "edit", ignore=PIPELINE_EDIT_KEYS, exclude=("method", "options"))
+    for method in methods:  # every method's section, not only the active one: a typo anywhere is named
+        if method in params:
+            EditSettings(method=method, options=dict(params[method] or {}))
+    EditSettings.from_params(params)
