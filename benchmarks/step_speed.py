@@ -48,23 +48,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
-import threading
 import time
-import weakref
-from contextlib import contextmanager
-from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from measure import (
+    MiB, TensorPeak, build_sd15_unet, emit, fmt_mib, ratio, rss_peak_meter, run_child, sync, verdict,
+)
 
 from diffusers import UNet2DConditionModel  # noqa: E402
 from diffusers.models.attention_processor import AttnProcessor2_0  # noqa: E402
@@ -87,8 +81,6 @@ TIME_TARGET = 1.15
 MEMORY_TARGET = 1.10
 NUM_STEPS = 15  # the editor's default; injection is active at step 0 with schedule 1.0
 TIMESTEP = 999  # the first LCM timestep of a 15-step run
-MiB = 2**20
-RESULT_TAG = "STEP_SPEED_RESULT "
 
 
 # -- the explicit-softmax reference ---------------------------------------------------------------------------
@@ -146,24 +138,6 @@ def set_variant(unet, variant: str, controller: AleController) -> None:
 
 
 # -- model and inputs -----------------------------------------------------------------------------------------
-def build_sd15_unet(seed: int = 0) -> UNet2DConditionModel:
-    """SD-1.5's UNet architecture with LCM_Dreamshaper_v7's guidance projection, seeded random weights."""
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-        norm_num_groups=32,
-        time_cond_proj_dim=256,
-    )
-
-
 def build_unet(tiny: bool, device: torch.device, dtype: torch.dtype) -> UNet2DConditionModel:
     unet = build_tiny_diffusion_models(0)[0] if tiny else build_sd15_unet(0)
     unet.requires_grad_(False)
@@ -229,11 +203,6 @@ def make_inputs(unet, size: int, device: torch.device, dtype: torch.dtype, seed:
     return latents, timestep, context, controller
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_step(unet, latents, timestep, context, controller) -> torch.Tensor:
     controller.begin_step(0)
     return unet(latents, timestep, encoder_hidden_states=context).sample
@@ -256,90 +225,6 @@ def timed_step(unet, inputs, device) -> tuple[float, float | None, torch.Tensor]
 
 
 # -- CPU peak memory: one subprocess per variant --------------------------------------------------------------
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _current_rss() -> int:
-    try:
-        return _status_kib("VmRSS") * 1024
-    except (OSError, KeyError):
-        import psutil
-
-        return psutil.Process().memory_info().rss
-
-
-@contextmanager
-def rss_peak_meter():
-    """Yields a dict; on exit it holds ``base`` (RSS before), ``peak`` (max RSS during) and ``method``."""
-    result = {"base": _current_rss()}
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        _status_kib("VmHWM")
-        method = "VmHWM"
-    except (OSError, KeyError):
-        method = "psutil-1ms"
-    stop = threading.Event()
-    samples = [result["base"]]
-    if method == "psutil-1ms":
-        import psutil
-
-        proc = psutil.Process()
-
-        def sample():
-            while not stop.is_set():
-                samples.append(proc.memory_info().rss)
-                time.sleep(0.001)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-    try:
-        yield result
-    finally:
-        if method == "VmHWM":
-            result["peak"] = _status_kib("VmHWM") * 1024
-        else:
-            stop.set()
-            thread.join()
-            result["peak"] = max(samples)
-        result["method"] = method
-
-
-class TensorPeak(TorchDispatchMode):
-    """Live bytes of the tensors created under it (tracked per storage, freed via finalizers), and their peak.
-
-    Independent of the C allocator, so deterministic: a check on RSS, which also counts malloc's caching and
-    fragmentation."""
-
-    def __init__(self):
-        super().__init__()
-        self.live: dict = {}
-        self.current = self.peak = 0
-        self.peak_at = ""
-
-    def _free(self, key):
-        self.current -= self.live.pop(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                storage = t.untyped_storage()
-                key = storage.data_ptr()
-                if storage.nbytes() and key not in self.live:
-                    self.live[key] = storage.nbytes()
-                    self.current += storage.nbytes()
-                    weakref.finalize(storage, self._free, key)
-                    if self.current > self.peak:
-                        self.peak, self.peak_at = self.current, f"{func} -> {tuple(t.shape)}"
-        return out
-
-
 def variant_subprocess(args) -> dict:
     """Run in the child: build, measure the RSS growth of ``--memory-steps`` steps, return a JSON-able dict."""
     device = resolve_device(args.device)
@@ -376,21 +261,7 @@ def measure_cpu_memory(args, variants) -> dict:
             cmd.append("--tiny")
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        print(f"  memory: {variant} in its own process ...", flush=True)
-        # A fixed mmap threshold (which also turns off glibc's dynamic one, that grows to 32 MiB) sends every
-        # allocation over 128 KiB to mmap, returned to the OS on free, so RSS follows the live tensors instead
-        # of malloc's cache. Set either variable yourself to override.
-        env = dict(os.environ)
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
-        env.setdefault("MALLOC_TRIM_THRESHOLD_", "131072")
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
-        if proc.returncode != 0 or not lines:
-            why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit status {proc.returncode}"
-            print(f"  memory: {variant} failed: {why}", flush=True)
-            results[variant] = {"variant": variant, "error": why}
-            continue
-        results[variant] = json.loads(lines[-1][len(RESULT_TAG):])
+        results[variant] = {"variant": variant, **run_child(cmd, variant)}
     return results
 
 
@@ -437,18 +308,6 @@ def profile(unet, inputs, device, variants) -> None:
 
 
 # -- main -------------------------------------------------------------------------------------------------------
-def fmt_mib(n) -> str:
-    return "-" if n is None else f"{n / MiB:,.0f}"
-
-
-def ratio(a, b):
-    return None if a is None or b is None or b == 0 else a / b
-
-
-def verdict(r, target) -> str:
-    return "n/a" if r is None else ("met" if r <= target else "MISSED")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -476,7 +335,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     if args.variant:
-        print(RESULT_TAG + json.dumps(variant_subprocess(args)), flush=True)
+        emit(variant_subprocess(args))
         return
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
