@@ -9,12 +9,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .errors import EditInputError
 from .tokenizer import clip_tokenizer
+
+if TYPE_CHECKING:  # diffusers and transformers are imported where models are built: seconds saved at start-up
+    from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
 DEFAULT_DIFFUSION_MODEL = "SimianLuo/LCM_Dreamshaper_v7"
 DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -96,6 +100,9 @@ def build_tiny_diffusion_models(seed: int = 0) -> tuple[UNet2DConditionModel, Au
     in the mid block, self-attention beside it, an LCM guidance projection, the VAE's 8x downscale and 4 latent
     channels, the real 49,408-token vocabulary and 77 positions.
     """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=8,
@@ -141,6 +148,9 @@ def load_diffusion_models(
     seed: int = 0,
 ) -> DiffusionModels:
     """Load the diffusion backbone from a hub id or a local diffusers folder; ``"tiny"`` builds it offline."""
+    from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
     device = resolve_device(device)
     dtype = resolve_dtype(device, dtype)
     if name == TINY:
@@ -185,6 +195,8 @@ def load_text_encoder(
     seed: int = 0,
 ) -> tuple[CLIPTokenizer, CLIPTextModel, torch.dtype]:
     """Only the tokenizer and text encoder of a diffusion model (the embed stage needs no UNet or VAE)."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
     device = resolve_device(device)
     dtype = resolve_dtype(device, dtype)
     if name == TINY:

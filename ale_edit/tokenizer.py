@@ -14,8 +14,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from transformers import CLIPTokenizer
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 MODEL_MAX_LENGTH = 77
 BOS_TOKEN = "<|startoftext|>"
@@ -69,8 +71,10 @@ def _cached_tokenizer_dir() -> Path:
     return write_clip_tokenizer_files(directory)
 
 
-def clip_tokenizer() -> CLIPTokenizer:
+def clip_tokenizer() -> "CLIPTokenizer":
     """The CLIP tokenizer of SD 1.x (pad token ``<|endoftext|>``, 77 tokens), built offline."""
+    from transformers import CLIPTokenizer
+
     # transformers 5's CLIPTokenizerFast(vocab_file=..., merges_file=...) silently builds an empty vocabulary;
     # loading the slow tokenizer from a directory does not.
     tokenizer = CLIPTokenizer.from_pretrained(

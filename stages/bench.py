@@ -14,6 +14,8 @@ from ale_edit.errors import EditInputError
 @click.option("--out", default="data/bench", show_default=True)
 def main(params_file, out):
     p = load_params(params_file)["bench"]
+    click.echo(f"bench: from {p['source']}" + (f" at {p['rev']}" if p.get("rev") and str(p["source"]).endswith(".git")
+                                                 else "") + f", images {p.get('images') or 'all'}")
     try:
         with bench_source(str(p["source"]), p.get("rev"), p.get("subdir", "ale_bench")) as root:
             images = select_images(available_images(root), p.get("images") or [], int(p.get("limit") or 0))

@@ -31,24 +31,29 @@ LOGS = Path("logs")
 @click.option("--masks", default="data/masks", show_default=True)
 @click.option("--embeddings", default="data/embeddings/text.parquet", show_default=True)
 @click.option("--out", default=None, help="Output folder [default: results/<type key>].")
-@click.option("--shard-index", default=0, show_default=True, type=int)
-@click.option("--num-shards", default=1, show_default=True, type=int,
+@click.option("--shard-index", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--num-shards", default=1, show_default=True, type=click.IntRange(1),
               help="Split the edits over processes or GPUs; shards only fill the work folder, a run with "
                    "--num-shards 1 (or dvc repro) then assembles the results without redoing any edit.")
 def main(type_key, params_file, bench, edits, masks, embeddings, out, shard_index, num_shards):
     params = load_params(params_file)
+    if shard_index >= num_shards:
+        raise click.BadParameter(f"{shard_index} is not below --num-shards {num_shards}", param_hint="--shard-index")
     settings = EditSettings.from_params(params)
     edit_type = edit_type_of(type_key)
     key = edit_type.key
     out = Path(out or f"results/{key}")
     table = pd.read_parquet(edits)
     table = table[table["edit_type"] == edit_type.name].reset_index(drop=True)
+    name = model_name(params, "diffusion")
+    click.echo(f"edit {edit_type.name}: {len(table)} edits, method {settings.method} (compat {settings.compat}), "
+               f"{settings.steps} steps at {settings.size} px, batch {params['edit']['batch_size']}, model {name}"
+               + (f", shard {shard_index + 1} of {num_shards}" if num_shards > 1 else ""))
     bench = Path(bench)
     manifest = json.loads((bench / "manifest.json").read_text())
     image_paths = {e["image"]: bench / e["file"] for e in manifest["images"]}
     mask_records = json.loads((Path(masks) / "masks.json").read_text())
 
-    name = model_name(params, "diffusion")
     models = load_diffusion_models(name, params["model"]["device"], params["model"]["dtype"])
     text = TextEncoder(models.tokenizer, models.text_encoder, encoder_id(name, models.dtype))
     cached = text.load(embeddings)

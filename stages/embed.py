@@ -27,10 +27,11 @@ def texts_for(table: pd.DataFrame) -> list[str]:
 def main(params_file, edits, out):
     params = load_params(params_file)
     name = model_name(params, "diffusion")
+    texts = texts_for(pd.read_parquet(edits))
+    click.echo(f"embed: {len(texts)} texts with the text encoder of {name}")
     tokenizer, text_encoder, dtype = load_text_encoder(name, params["model"]["device"], params["model"]["dtype"])
     encoder = TextEncoder(tokenizer, text_encoder, encoder_id(name, dtype))
     cached = encoder.load(out)
-    texts = texts_for(pd.read_parquet(edits))
     encoder.ensure(texts)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     encoder.save(out)

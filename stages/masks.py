@@ -29,6 +29,8 @@ def main(params_file, bench, edits, out):
     entries = {e["image"]: e for e in manifest["images"]}
     manual_root = Path(p["manual_dir"]) if p.get("manual_dir") else bench / "masks"
     sets = mask_phrase_sets(pd.read_parquet(edits))
+    click.echo(f"masks: {p['source']} masks for {sum(len(v) for v in sets.values())} phrase sets over {len(sets)} "
+               f"images at {size} px")
     detect = None
     if p["source"] != "manual":
         from ale_edit.grounding import detect_masks, load_grounding_models

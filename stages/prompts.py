@@ -27,6 +27,8 @@ def main(params_file, bench, dictionary, out):
     objects = load_objects(manifest)
     types = [edit_type_of(k).name for k in p["edit_types"]]
     counts, n = [int(c) for c in p["object_counts"]], int(p["instances"])
+    click.echo(f"prompts: {p['mode']} instances, {n} per image, type and count; types {', '.join(types)}; "
+               f"counts {counts}")
     try:
         if p["mode"] == "official":
             found = load_prompt_instances(bench, n_objects=counts, edit_types=types, images=sorted(objects))
