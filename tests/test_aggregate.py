@@ -95,11 +95,14 @@ def test_headline_reports_the_chosen_te_under_its_own_name():
 def test_settings_travel_with_the_aggregate():
     a, b = per_edit_frame(_rows()[:2]), per_edit_frame(_rows()[2:])
     settings = {"mask_weights": "soft", "te_variant": "joined"}
-    a.attrs["settings"] = b.attrs["settings"] = settings
+    a.attrs["settings"] = {**settings, "inputs": {"results_dir": "results/color"}}
+    b.attrs["settings"] = {**settings, "inputs": {"results_dir": "results/object"}}
     combined = aggregate_tables([a, b])
-    assert list(combined)[0] == "settings" and combined["settings"] == settings
+    assert list(combined)[0] == "settings"
+    assert combined["settings"] == {**settings, "inputs": [{"results_dir": "results/color"},
+                                                           {"results_dir": "results/object"}]}
     assert combined["overall"]["count"] == 3 and combined["by_type"]["object"]["errors"] == 1
     b.attrs["settings"] = {"mask_weights": "binary", "te_variant": "joined"}
-    with pytest.raises(ValueError, match="scored with different settings"):
+    with pytest.raises(ValueError, match=r"different settings .*'mask_weights': \('soft', 'binary'\)"):
         aggregate_tables([a, b])
     assert "settings" not in aggregate(per_edit_frame(_rows()))

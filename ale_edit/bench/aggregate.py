@@ -18,6 +18,7 @@ from .metrics import METRIC_COLUMNS, TE_VARIANTS
 TE = "te"
 TABLE1_METRICS = (TE, "ti_leakage", "structure_distance", "edited_clip", "bg_psnr", "bg_lpips", "bg_mse", "bg_ssim")
 SETTINGS_KEY = "settings"
+INPUTS_KEY = "inputs"  # in the settings: what one table scored (folders, layout); tables of one run differ in it
 
 
 def _group_stats(frame: pd.DataFrame) -> dict:
@@ -61,18 +62,23 @@ def aggregate_tables(tables: Sequence[pd.DataFrame]) -> dict:
     """``aggregate`` over several per-edit tables (one per edit type) scored with the same settings.
 
     Tables scored with different settings (say soft and binary mask weights) do not make one mean: an error
-    naming the difference.
+    naming the difference. Their ``inputs`` (what each scored) may differ; the aggregate lists them all.
     """
     if not tables:
         raise ValueError("no per-edit tables to aggregate")
-    settings = [t.attrs.get(SETTINGS_KEY) for t in tables]
+    settings = [dict(t.attrs.get(SETTINGS_KEY) or {}) for t in tables]
+    inputs = [s.pop(INPUTS_KEY, None) for s in settings]
     first = settings[0]
     for other in settings[1:]:
         if json.dumps(other, sort_keys=True, default=str) != json.dumps(first, sort_keys=True, default=str):
+            difference = {k: (first.get(k), other.get(k)) for k in sorted(set(first) | set(other))
+                          if first.get(k) != other.get(k)}
             raise ValueError(f"per-edit tables scored with different settings cannot be aggregated together: "
-                             f"{first} and {other}")
+                             f"{difference}")
+    if any(i is not None for i in inputs):
+        first = {**first, INPUTS_KEY: inputs}
     per_edit = pd.concat(list(tables), ignore_index=True)
-    return aggregate(per_edit, settings=first)
+    return aggregate(per_edit, settings=first or None)
 
 
 def te_variant_of(metrics: Mapping, default: str = "mean") -> str:

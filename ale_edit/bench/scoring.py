@@ -24,7 +24,7 @@ import torch
 from ..atomic import atomic_path, write_json
 from ..errors import EditInputError
 from .aggregate import (
-    SETTINGS_KEY, TABLE1_METRICS, aggregate, aggregate_tables, headline_metrics, te_variant_of, to_jsonable,
+    INPUTS_KEY, SETTINGS_KEY, TABLE1_METRICS, aggregate, aggregate_tables, headline_metrics, te_variant_of, to_jsonable,
 )
 from .metric_models import MetricModels, load_metric_models
 from .metrics import (
@@ -42,7 +42,7 @@ from .settings import ScoreSettings, score_settings, score_settings_from_params
 
 __all__ = [  # the public names: this module's, and those of the modules above
     # aggregate
-    "SETTINGS_KEY", "TABLE1_METRICS", "aggregate", "aggregate_tables", "headline_metrics", "te_variant_of",
+    "INPUTS_KEY", "SETTINGS_KEY", "TABLE1_METRICS", "aggregate", "aggregate_tables", "headline_metrics", "te_variant_of",
     "to_jsonable",
     # metrics
     "BACKGROUND", "CLIP_METRICS", "DINO_INPUTS", "DINO_MAX_SIZE", "DINO_SIZE", "IMAGENET_MEAN", "IMAGENET_STD",
@@ -78,15 +78,16 @@ def score_edits(
     batch_size: int = 16,
     pixel_budget: int | None = DEFAULT_PIXEL_BUDGET,
     progress: bool = True,
-    **record: object,
+    **inputs: object,
 ) -> ScoreRun:
-    """Score ``records`` with ``settings``; the per-edit table's ``attrs["settings"]`` and the metrics'
-    ``"settings"`` hold the settings, the models and ``record`` (anything else worth keeping, e.g. folders)."""
+    """Score ``records`` with ``settings``. The per-edit table's ``attrs["settings"]`` and the metrics'
+    ``"settings"`` hold the settings, the models and, under ``"inputs"``, ``inputs`` (what was scored: folders,
+    layout), which may differ between tables that ``aggregate_tables`` combines."""
     scorer = Scorer(models, batch_size=batch_size, pixel_budget=pixel_budget, progress=progress,
                     **settings.scorer_options())
     per_edit = scorer.score_records(records)
     per_edit.attrs[SETTINGS_KEY] = settings.record(
-        models=dict(models.names), dtype=str(models.dtype).replace("torch.", ""), **record)
+        models=dict(models.names), dtype=str(models.dtype).replace("torch.", ""), **{INPUTS_KEY: inputs})
     return ScoreRun(per_edit, to_jsonable(aggregate(per_edit)))
 
 
