@@ -7,11 +7,13 @@ not grow with ``batch_size``: at 1000x1000 a batch of 16 edits is 16 calls of on
 Within a call SSIM's map is made in strips of rows and LPIPS runs one layer at a time (``metrics``), so one
 1000x1000 call peaks at about 400 MB (the whole-image computation of one call took about 900 MB, of 16 about 8 GB).
 ``pixel_budget=None`` scores all the edits of a batch (of one size) in one call, as before the budget existed.
-The masked images CLIP reads are made per CLIP batch, not for a whole batch of edits at once.
+The masked images CLIP reads are made per CLIP batch, not for a whole batch of edits at once (their features
+then make one score matrix, as before).
 """
 
 from __future__ import annotations
 
+import collections.abc
 import json
 from typing import Iterable, Sequence
 
@@ -62,6 +64,22 @@ def _by_shape(shapes: Iterable[tuple]) -> dict[tuple, list[int]]:
 def _features(output) -> torch.Tensor:
     # transformers 4.x returns the projected features; 5.x a model output whose pooler_output they are.
     return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class _MaskedImages(collections.abc.Sequence):
+    """The masked edited images CLIP reads (I_e x (1 - M), I_e x m_j), each made when it is read: CLIP takes them
+    one batch at a time, so a batch of edits never holds all of them at once."""
+
+    def __init__(self, batch: list[tuple[dict, PreparedEdit]], owners: list[tuple[int, Region]]) -> None:
+        self.batch, self.owners = batch, owners
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        k, region = self.owners[i]
+        edit = self.batch[k][1]
+        return weighted_pixels(edit.edited, edit.region_weight(region))
 
 
 def empty_row(record: EditRecord) -> dict:
@@ -144,7 +162,9 @@ class Scorer:
     def clip_image_features(self, images: Sequence[np.ndarray], *, batch_size: int | None = None) -> torch.Tensor:
         """CLIP image features (N, P) of uint8 HxWx3 images, through the CLIP image processor, batched."""
         out = []
-        for batch in batches(list(images), batch_size or self.batch_size):
+        size = batch_size or self.batch_size
+        for start in range(0, len(images), size):  # by index: a lazy sequence makes only this batch's images
+            batch = [images[i] for i in range(start, min(start + size, len(images)))]
             pixels = self.models.clip_processor(images=[Image.fromarray(a) for a in batch], return_tensors="pt")
             pixel_values = pixels["pixel_values"].to(self.device, self.models.dtype)
             out.append(_features(self.models.clip.get_image_features(pixel_values=pixel_values)).float())
@@ -230,12 +250,7 @@ class Scorer:
         texts = list(dict.fromkeys(
             t for _, edit in batch for t in (*edit.record.targets, joined_prompt(edit.record.targets))
         ))
-        # The masked images (I_e x (1 - M), I_e x m_j) are made one CLIP batch at a time.
-        scores = np.concatenate([
-            self.clip_scores([weighted_pixels(batch[k][1].edited, batch[k][1].region_weight(region))
-                              for k, region in chunk], texts, batch_size=batch_size)
-            for chunk in batches(owners, batch_size)
-        ]) if owners else np.zeros((0, len(texts)))
+        scores = self.clip_scores(_MaskedImages(batch, owners), texts, batch_size=batch_size)
         row_of = {owner: i for i, owner in enumerate(owners)}
         col_of = {t: i for i, t in enumerate(texts)}
         for k, (row, edit) in enumerate(batch):
