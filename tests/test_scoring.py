@@ -1,10 +1,9 @@
-"""ALE-Bench scoring: metric definitions, what the models see, bad input, aggregates and the ``score`` command."""
+"""ALE-Bench scoring: the scorer (what the models see, pairing, bad input, soft weights, memory-bounded chunks),
+the settings and the ``score`` command."""
 
 import json
 import math
 import shutil
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,55 +12,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from ale_edit.bench.dataset import EDIT_TYPES, load_prompt_instances, masks_for_image, image_path
-from ale_edit.bench.metric_models import build_tiny_clip, load_metric_models
+from ale_edit.bench.dataset import load_prompt_instances, masks_for_image, image_path
+from ale_edit.bench.metric_models import MetricModels, build_lpips
 from ale_edit.bench.scoring import (
-    BACKGROUND, METRIC_COLUMNS, PIXEL_METRICS, EditRecord, Scorer, aggregate, background_metrics,
-    clip_region_metrics, dino_preprocess, dino_self_similarity, empty_row, keys_self_similarity, per_edit_frame,
-    prepare_edit, ssim_with_map, to_jsonable,
+    BACKGROUND, METRIC_COLUMNS, PIXEL_METRICS, EditRecord, Scorer, ScoreSettings, prepare_edit, score_settings,
+    score_settings_from_params,
 )
 from ale_edit.commands.score import score
 from ale_edit.io import load_mask
-
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def models():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_metric_models("tiny", device="cpu")
-
-
-def scorer_for(models, **kwargs) -> Scorer:
-    return Scorer(models, progress=False, **kwargs)
-
-
-def write_edit(tmp_path: Path, name: str, source: np.ndarray, edited: np.ndarray | None, masks: dict,
-               targets: list[str], edit_type: str = "color") -> EditRecord:
-    """Write PNGs for an edit (``edited=None``: the source file itself is the edit) and return its record."""
-    folder = tmp_path / name
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(source).save(folder / "source.png")
-    if edited is not None:
-        Image.fromarray(edited).save(folder / "edited.png")
-    mask_paths = {}
-    for phrase, mask in masks.items():
-        mask_paths[phrase] = folder / f"{phrase}_mask.png"
-        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(mask_paths[phrase])
-    sources = list(masks)[: len(targets)]
-    return EditRecord(
-        edit_id=name, source_image=folder / "source.png",
-        edited_image=folder / ("source.png" if edited is None else "edited.png"), masks=mask_paths,
-        edits=tuple(zip(sources, targets)), edit_type=edit_type, n_objects=len(targets), image=name, index=0,
-    )
-
-
-def box(shape, top, left, bottom, right) -> np.ndarray:
-    mask = np.zeros(shape, dtype=bool)
-    mask[top:bottom, left:right] = True
-    return mask
+from scoring_helpers import CLIP_MEAN, CLIP_STD, box, models, scorer_for, write_edit  # noqa: F401  (fixture)
 
 
 # -- identity and background fidelity ----------------------------------------------------------------------------
@@ -89,69 +48,6 @@ def test_identity_is_perfect_and_a_background_change_is_not(tmp_path, models):
     other = df.iloc[1]
     assert other["bg_mse"] > 0 and math.isfinite(other["bg_psnr"]) and other["bg_ssim"] < 0.99
     assert other["bg_lpips"] > 0 and other["bg_lpips_region"] > 0 and other["structure_distance"] > 0
-
-
-def test_mse_and_psnr_by_hand():
-    source = torch.zeros(1, 3, 8, 8)
-    edited = source.clone()
-    edited[0, :, 0, 0] = 0.5  # a background pixel, off by 0.5 in all channels
-    edited[0, :, 7, 7] = 1.0  # inside the edited object: must not count
-    background = torch.ones(1, 1, 8, 8, dtype=torch.bool)
-    background[..., 4:, 4:] = False  # 16 object pixels, 48 background pixels
-    out = background_metrics(source, edited, background, lpips=None)
-    # whole image (published): 3 channels x 0.25 over 3 x 64 values
-    assert out["bg_mse"].item() == pytest.approx(0.25 / 64)
-    assert out["bg_psnr"].item() == pytest.approx(10 * math.log10(64 / 0.25))
-    # background pixels only: over 3 x 48 values
-    assert out["bg_mse_region"].item() == pytest.approx(0.25 / 48)
-    assert out["bg_psnr_region"].item() == pytest.approx(10 * math.log10(48 / 0.25))
-    assert math.isnan(out["bg_lpips"].item())  # no LPIPS net given
-
-    from torchmetrics.image import PeakSignalNoiseRatio
-
-    published = PeakSignalNoiseRatio(data_range=1.0)(edited * background, source * background)
-    assert out["bg_psnr"].item() == pytest.approx(published.item())
-
-
-def test_ssim_is_torchmetrics_and_matches_scikit_image_inside():
-    from skimage.metrics import structural_similarity
-    from torchmetrics.image import StructuralSimilarityIndexMeasure
-
-    rng = np.random.default_rng(1)
-    a = rng.random((64, 80, 3)).astype(np.float32)
-    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
-    ta, tb = (torch.from_numpy(x).permute(2, 0, 1)[None].contiguous() for x in (a, b))
-    reference = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                      data_range=1, channel_axis=2)
-    values, full = ssim_with_map(tb, ta)
-    # scikit-image averages the map without its 5-pixel border; torchmetrics' map there is the same.
-    assert full[..., 5:-5, 5:-5].mean().item() == pytest.approx(reference, abs=1e-4)
-    # torchmetrics averages the whole map, reflect-padded borders included: close, not equal.
-    assert abs(values.item() - reference) < 5e-3
-    everything = torch.ones(1, 1, 64, 80, dtype=torch.bool)
-    out = background_metrics(ta, tb, everything, lpips=None)
-    published = StructuralSimilarityIndexMeasure(data_range=1.0)(tb, ta).item()
-    assert out["bg_ssim"].item() == pytest.approx(published, abs=1e-6)
-    assert out["bg_ssim_region"].item() == pytest.approx(published, abs=1e-6)
-
-
-def test_changes_inside_the_objects_do_not_touch_background_metrics(models):
-    rng = np.random.default_rng(2)
-    source = torch.from_numpy(rng.random((2, 3, 64, 64), dtype=np.float32))
-    background = torch.ones(2, 1, 64, 64, dtype=torch.bool)
-    background[:, :, 16:48, 16:48] = False
-    inside = torch.where(background, source, torch.rand_like(source))
-    out = background_metrics(source, inside, background, lpips=models.lpips)
-    assert torch.all(out["bg_mse"] == 0) and torch.all(out["bg_lpips"] == 0) and torch.all(out["bg_lpips_region"] == 0)
-    assert torch.allclose(out["bg_ssim_region"], torch.ones(2, dtype=torch.float64), atol=1e-6)
-
-    outside = torch.where(background, torch.rand_like(source), source)
-    out = background_metrics(source, outside, background, lpips=models.lpips)
-    fraction = background.float().mean().item()
-    # the region MSE is the whole-image MSE renormalised to the background's share of the pixels
-    assert torch.allclose(out["bg_mse_region"], out["bg_mse"] / fraction, rtol=1e-4)
-    assert torch.all(out["bg_psnr_region"] < out["bg_psnr"])
-    assert torch.all(out["bg_ssim_region"] < out["bg_ssim"])
 
 
 def test_empty_background_gives_nan_not_an_error(tmp_path, models):
@@ -222,26 +118,6 @@ def test_clip_sees_the_edited_image_with_masked_pixels_black(tmp_path, models):
         np.testing.assert_allclose(seen[match[0]][:, ~mask], np.broadcast_to(black, (3, (~mask).sum())), atol=1e-5)
 
 
-def test_leakage_pairs_from_known_scores():
-    targets = ["t0", "t1", "t2"]
-    v = [[1, 2, 4], [8, 16, 32], [64, 128, 256]]  # CLIP(I_e x m_j, y_i) = v[i][j]
-    table = {(j, targets[i]): v[i][j] for i in range(3) for j in range(3)}
-    table.update({(BACKGROUND, "t0"): 1000, (BACKGROUND, "t1"): 2000, (BACKGROUND, "t2"): 6000,
-                  (BACKGROUND, "t0 and t1 and t2"): 5})
-    out = clip_region_metrics(targets, lambda region, text: table[(region, text)])
-    assert out["ti_leakage"] == pytest.approx((2 + 4 + 8 + 32 + 64 + 128) / 6)
-    assert out["edited_clip"] == pytest.approx((1 + 16 + 256) / 3)
-    assert out["te_leakage"] == pytest.approx(3000)
-    assert out["te_leakage_joined"] == 5
-
-    one = clip_region_metrics(["t1"], lambda region, text: table[(region, text)] if region == BACKGROUND
-                              else {0: 7}[region] + (text == "t1"))
-    assert math.isnan(one["ti_leakage"])
-    assert one["edited_clip"] == 8 and one["te_leakage"] == 2000 and one["te_leakage_joined"] == 2000
-    none = clip_region_metrics(["t0"], lambda region, text: table[(0, text)], has_background=False)
-    assert math.isnan(none["te_leakage"]) and math.isnan(none["te_leakage_joined"]) and none["edited_clip"] == 1
-
-
 class _RegionCodeScorer(Scorer):
     """CLIP replaced by a lookup keyed on which region an image shows (read from its grey levels)."""
 
@@ -251,7 +127,7 @@ class _RegionCodeScorer(Scorer):
         super().__init__(models, progress=False)
         self.table, self.texts, self.background_levels = table, texts, []
 
-    def clip_scores(self, images, texts):
+    def clip_scores(self, images, texts, **_):
         out = np.zeros((len(images), len(texts)))
         for r, image in enumerate(images):
             levels = set(np.unique(image)) - {0}
@@ -287,38 +163,7 @@ def test_scorer_pairs_regions_with_targets(tmp_path, models):
     assert row["te_leakage"] == pytest.approx(2000) and row["te_leakage_joined"] == 4000
 
 
-def test_edited_image_is_resized_to_the_source(tmp_path):
-    rng = np.random.default_rng(6)
-    source = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
-    small = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
-    record = write_edit(tmp_path, "resize", source, small, {"cup": box((60, 80), 0, 0, 10, 10)}, ["red cup"])
-    prepared = prepare_edit(record)
-    assert prepared.edited.shape == source.shape
-    np.testing.assert_array_equal(prepared.edited, np.asarray(Image.fromarray(small).resize((80, 60), Image.BICUBIC)))
-
-
 # -- DINO structure distance -----------------------------------------------------------------------------------
-
-
-def test_structure_uses_last_layer_keys_with_cls(models):
-    rng = np.random.default_rng(7)
-    image = torch.from_numpy(rng.integers(0, 256, (1, 3, 100, 300), dtype=np.uint8))
-    pixels = dino_preprocess(image, "corrected")
-    assert pixels.shape == (1, 3, 160, 480)  # short side 224 would make the long side 672 > 480
-    model = models.dino
-    with torch.no_grad():
-        sim = dino_self_similarity(model, pixels)
-        hidden = model(pixel_values=pixels, interpolate_pos_encoding=True, output_hidden_states=True).hidden_states
-        last = model.layers[-1]
-        keys = last.attention.k_proj(last.layernorm_before(hidden[-2]))
-    assert keys.shape == (1, 1 + (160 // 8) * (480 // 8), 32)
-    assert torch.allclose(sim, keys_self_similarity(keys), atol=1e-5)
-    assert torch.allclose(torch.diagonal(sim, dim1=1, dim2=2), torch.ones(1, keys.shape[1]), atol=1e-5)
-
-    published = dino_preprocess(image, "published")
-    # the published input is the corrected one with pixels in 0-255 instead of 0-1, before normalisation
-    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    assert torch.allclose(published * std + mean, 255 * (pixels * std + mean), atol=1e-2)
 
 
 def test_dino_input_option_changes_structure_distance(models):
@@ -388,50 +233,6 @@ def test_real_union_is_the_edited_objects_and_identity_scores_perfect(ale_bench,
     assert row["bg_fraction"] == pytest.approx(1 - edited_union.mean())
 
 
-# -- aggregates --------------------------------------------------------------------------------------------------
-
-
-def _row(edit_type, n, error=None, **values):
-    record = EditRecord(edit_id=f"{n}/{edit_type}/{len(values)}", source_image=Path("s"), edited_image=Path("e"),
-                        masks={}, edits=(("a", "b"),) * n, edit_type=edit_type, n_objects=n)
-    row = empty_row(record)
-    row.update(values)
-    row["error"] = error
-    return row
-
-
-def test_aggregates_skip_nan_count_and_keep_keys():
-    rows = [
-        _row("color", 1, te_leakage=1.0, bg_psnr=30.0),
-        _row("color", 2, te_leakage=3.0, ti_leakage=2.0, bg_psnr=math.inf),
-        _row("object", 2, error="image not found: x"),
-        _row("object", 3, te_leakage=5.0, ti_leakage=4.0, bg_psnr=20.0),
-    ]
-    metrics = aggregate(per_edit_frame(rows))
-    overall = metrics["overall"]
-    assert overall["count"] == 4 and overall["errors"] == 1
-    assert overall["te_leakage"] == pytest.approx(3.0) and overall["n"]["te_leakage"] == 3
-    assert overall["ti_leakage"] == pytest.approx(3.0) and overall["n"]["ti_leakage"] == 2
-    assert overall["bg_psnr"] == math.inf
-    assert metrics["by_type"]["color"]["te_leakage"] == pytest.approx(2.0)
-    assert metrics["by_type"]["object"]["count"] == 2 and metrics["by_type"]["object"]["te_leakage"] == 5.0
-    assert metrics["by_objects"]["2"]["count"] == 2 and metrics["by_objects"]["2"]["ti_leakage"] == 2.0
-    assert metrics["by_type_objects"]["object/3"]["ti_leakage"] == 4.0
-    assert metrics["by_type"]["material"] == {**metrics["by_type"]["material"], "count": 0, "te_leakage": None}
-
-    text = json.dumps(to_jsonable(metrics), allow_nan=False)
-    back = json.loads(text)
-    assert back["overall"]["bg_psnr"] == "inf" and back["by_type"]["material"]["te_leakage"] is None
-    assert list(back["by_type"]) == list(EDIT_TYPES)
-    assert list(back["by_objects"]) == ["1", "2", "3"]
-
-    def keys(d):
-        return {k: keys(v) for k, v in d.items()} if isinstance(d, dict) else None
-
-    # a run over a different subset has the same key structure
-    assert keys(aggregate(per_edit_frame(rows[:1]))) == keys(metrics)
-
-
 # -- the command -------------------------------------------------------------------------------------------------
 
 
@@ -450,7 +251,7 @@ def test_score_command_on_authors_layout(ale_bench, tmp_path):
 
     result = CliRunner().invoke(score, [
         str(results), "--bench", str(ale_bench), "--models", "tiny", "--device", "cpu", "--batch-size", "4",
-        "--no-progress", "-o", str(out),
+        "--no-progress", "--resize-edited", "-o", str(out),
     ])
     assert result.exit_code == 0, result.output
     assert "scored 2 of 10 edits" in result.output
@@ -483,35 +284,211 @@ def test_score_command_without_matching_results(ale_bench, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_tiny_models_are_deterministic():
-    a, b = build_tiny_clip(seed=0), build_tiny_clip(seed=0)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    c = build_tiny_clip(seed=1)
-    assert not torch.equal(a.text_projection.weight, c.text_projection.weight)
+# -- soft mask weights -------------------------------------------------------------------------------------------
 
 
-def test_models_load_from_local_folders(tmp_path, models):
-    """The real loading path (hub id or folder), exercised offline with folders of the tiny models."""
-    from ale_edit.bench.metric_models import load_clip, load_dino
+def test_binary_masks_score_the_same_with_either_weighting(tmp_path, models):
+    rng = np.random.default_rng(20)
+    source = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    edited = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    masks = {"cup": box((96, 128), 10, 20, 40, 60), "book": box((96, 128), 50, 70, 90, 120)}
+    records = [write_edit(tmp_path, "two", source, edited, masks, ["red cup", "blue book"]),
+               write_edit(tmp_path, "one", source, edited, masks, ["red cup"])]
+    binary = scorer_for(models, mask_weights="binary").score_records(records)
+    soft = scorer_for(models, mask_weights="soft").score_records(records)
+    assert binary["error"].isna().all() and soft["error"].isna().all()
+    for name in ("bg_fraction",) + METRIC_COLUMNS:
+        np.testing.assert_array_equal(binary[name].to_numpy(), soft[name].to_numpy(), err_msg=name)
 
-    clip_dir, dino_dir = tmp_path / "clip", tmp_path / "dino"
-    models.clip.save_pretrained(clip_dir)
-    models.clip_tokenizer.save_pretrained(clip_dir)
-    # openai/clip-vit-large-patch14's preprocessor_config.json, in its legacy form (sizes as plain ints)
-    (clip_dir / "preprocessor_config.json").write_text(json.dumps({
-        "crop_size": 224, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-        "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": CLIP_MEAN.tolist(),
-        "image_std": CLIP_STD.tolist(), "resample": 3, "size": 224,
-    }))
-    models.dino.save_pretrained(dino_dir)
-    clip, tokenizer, processor = load_clip(str(clip_dir))
-    dino = load_dino(str(dino_dir))
-    assert all(torch.equal(a, b) for a, b in zip(clip.state_dict().values(), models.clip.state_dict().values()))
-    assert all(torch.equal(a, b) for a, b in zip(dino.state_dict().values(), models.dino.state_dict().values()))
-    assert tokenizer("a red cup").input_ids == models.clip_tokenizer("a red cup").input_ids
-    image = Image.fromarray(np.random.default_rng(10).integers(0, 256, (300, 200, 3), dtype=np.uint8))
-    assert torch.equal(processor(images=[image], return_tensors="pt")["pixel_values"],
-                       models.clip_processor(images=[image], return_tensors="pt")["pixel_values"])
-    (tmp_path / "empty").mkdir()  # a folder is read locally only: no network, a clear error
-    with pytest.raises(OSError, match="cannot load the DINO model"):
-        load_dino(str(tmp_path / "empty"))
+
+def test_soft_weights_by_hand_through_the_scorer(tmp_path, models):
+    rng = np.random.default_rng(21)
+    source = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    edited = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    cup = np.zeros((16, 16), np.uint8)
+    cup[4:12, 4:12] = 128  # antialiased edge
+    cup[5:11, 5:11] = 255
+    book = np.zeros((16, 16), np.uint8)
+    book[9:14, 9:14] = 200  # overlaps the cup's edge: the union takes the larger weight
+    book[10:13, 10:13] = 255
+    record = write_edit(tmp_path, "soft", source, edited, {"cup": cup, "book": book}, ["red cup", "blue book"])
+
+    def by_hand(weight):
+        w32 = weight.astype(np.float32)[..., None]
+        s = (source.astype(np.float32) / 255) * w32
+        e = (edited.astype(np.float32) / 255) * w32
+        return np.mean((e.astype(np.float64) - s) ** 2)
+
+    row = scorer_for(models, mask_weights="soft").score_records([record]).iloc[0]
+    weight = 1.0 - np.maximum(cup, book) / 255.0
+    mse = by_hand(weight)
+    assert row["bg_mse"] == pytest.approx(mse, rel=1e-6)
+    assert row["bg_psnr"] == pytest.approx(10 * math.log10(1 / mse), rel=1e-6)
+    assert row["bg_fraction"] == pytest.approx(weight.mean(), rel=1e-12)
+    # binary: 128/255 and 200/255 are both >= 0.5, so the grey pixels are object, not background
+    binary = scorer_for(models).score_records([record]).iloc[0]
+    assert binary["bg_mse"] == pytest.approx(by_hand(((cup == 0) & (book == 0)).astype(np.float64)), rel=1e-6)
+    assert binary["bg_mse"] != pytest.approx(mse, rel=1e-3)
+
+
+def test_clip_reads_soft_pixels_as_the_authors(tmp_path, models):
+    rng = np.random.default_rng(22)
+    edited = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    cup = np.zeros((224, 224), np.uint8)
+    cup[20:120, 20:120] = 90
+    cup[30:110, 30:110] = 255
+    book = np.zeros((224, 224), np.uint8)
+    book[100:200, 100:200] = 170
+    book[110:190, 110:190] = 255
+    record = write_edit(tmp_path, "soft", edited, edited, {"cup": cup, "book": book}, ["red cup", "blue book"])
+    seen = []
+    handle = models.clip.vision_model.register_forward_pre_hook(
+        lambda _m, _args, kwargs: seen.append(kwargs["pixel_values"].clone()), with_kwargs=True)
+    try:
+        scorer_for(models, mask_weights="soft").score_records([record])
+    finally:
+        handle.remove()
+    seen = torch.cat(seen).numpy()
+    weights = [1.0 - np.maximum(cup, book) / 255.0, cup / 255.0, book / 255.0]  # I_e x (1 - M), m_cup, m_book
+    assert len(seen) == len(weights)
+    for weight in weights:
+        pixels = np.uint8(edited * weight[..., None])  # the authors' np.uint8(img * mask), float64 product
+        normalised = ((pixels / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1).astype(np.float32)
+        assert sum(np.allclose(seen[k], normalised, atol=1e-5) for k in range(len(seen))) == 1
+
+
+# -- edited images of another size ---------------------------------------------------------------------------
+
+
+def test_an_edited_image_of_another_size_is_an_error_row_unless_resized(ale_bench, tmp_path, models):
+    (inst,) = load_prompt_instances(ale_bench, n_objects=1, edit_types="color", images="natural_img02")[:1]
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((32, 64, 3), 120, np.uint8)).save(small)  # 64 wide, 32 high
+    record = EditRecord.for_instance(inst, source_image=image_path(ale_bench, inst.image), edited_image=small,
+                                     masks=masks_for_image(ale_bench, inst.image))
+    row = scorer_for(models).score_records([record]).iloc[0]
+    assert "the edited image is 64x32, the source image is 1000x1000" in row["error"]
+    assert row["resized_from"] is None and row[list(METRIC_COLUMNS)].isna().all()
+    resized = scorer_for(models, resize_edited=True).score_records([record]).iloc[0]
+    assert resized["error"] is None and resized["resized_from"] == "64x32"
+    assert resized["bg_mse"] > 0 and not math.isnan(resized["te_leakage"])
+    same = EditRecord(**{**record.__dict__, "edited_image": record.source_image})
+    assert scorer_for(models, resize_edited=True).score_records([same]).iloc[0]["resized_from"] is None
+
+
+# -- bounded memory --------------------------------------------------------------------------------------------
+
+
+def test_chunked_scoring_equals_the_unchunked_computation(tmp_path, models):
+    """Pixel metrics in chunks of a pixel budget give the numbers of one call per batch: exactly for MSE and PSNR,
+    to 1e-6 for the rest (convolutions may sum in another order in another batch)."""
+    rng = np.random.default_rng(23)
+    full_lpips = MetricModels(**{**models.__dict__, "lpips": build_lpips("squeeze", pretrained_backbone=False)})
+    records = []
+    for k, shape in enumerate([(96, 128)] * 3 + [(80, 64)] * 2 + [(96, 128)]):
+        source = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        edited = np.clip(source + rng.integers(-40, 40, source.shape), 0, 255).astype(np.uint8)
+        masks = {"cup": box(shape, 5, 5, 30, 40), "book": box(shape, 40, 20, 70, 50)}
+        records.append(write_edit(tmp_path, f"e{k}", source, edited, masks, ["red cup", "blue book"][: 1 + k % 2]))
+    unchunked = Scorer(full_lpips, pixel_budget=None, batch_size=6, progress=False)
+    chunked = Scorer(full_lpips, pixel_budget=2 * 96 * 128, batch_size=16, progress=False)  # 2 images per call
+    reference = unchunked.score_records(records)
+    got = chunked.score_records(records, batch_size=6)
+    assert chunked.batch_size == 16  # the call's batch size is passed down, not stored
+    assert reference["error"].isna().all() and (reference["bg_lpips"] > 0).all()
+    for name in ("bg_mse", "bg_psnr", "bg_mse_region", "bg_psnr_region"):
+        np.testing.assert_array_equal(got[name].to_numpy(), reference[name].to_numpy(), err_msg=name)
+    for name in METRIC_COLUMNS:
+        np.testing.assert_allclose(got[name].to_numpy(), reference[name].to_numpy(), rtol=0, atol=1e-6,
+                                   err_msg=name)
+    with pytest.raises(ValueError, match="pixel_budget must be at least 1"):
+        Scorer(models, pixel_budget=0)
+
+
+# -- the tiny CLIP tells leakage apart -------------------------------------------------------------------------
+
+
+def test_tiny_clip_leakage_follows_the_pixels_inside_and_outside_the_masks(ale_bench, tmp_path, models):
+    """Plumbing, on a real ALE-Bench edit: TE reads only the background, TI and Edited only the objects."""
+    inst = load_prompt_instances(ale_bench, n_objects=2, edit_types="color", images="natural_img02")[0]
+    masks = masks_for_image(ale_bench, inst.image)
+    source = np.array(Image.open(image_path(ale_bench, inst.image)).convert("RGB"))
+    first, second = (load_mask(masks[phrase]) for phrase in inst.sources)
+    union = first | second
+    outside, inside = source.copy(), source.copy()
+    outside[~union] = 255 - outside[~union]
+    inside[first] = (0, 0, 255)
+    records = []
+    for name, pixels in (("same", source), ("outside", outside), ("inside", inside)):
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+        records.append(EditRecord.for_instance(inst, edit_id=name, source_image=image_path(ale_bench, inst.image),
+                                               edited_image=tmp_path / f"{name}.png", masks=masks))
+    rows = scorer_for(models).score_records(records).set_index("edit_id")
+    clip = ["te_leakage", "te_leakage_joined", "ti_leakage", "edited_clip"]
+    assert (rows[clip] > 10).all().all()  # positive scores, not the clamp's 0
+    same, out, ins = rows.loc["same", clip], rows.loc["outside", clip], rows.loc["inside", clip]
+    for name in ("te_leakage", "te_leakage_joined"):
+        assert abs(out[name] - same[name]) > 0.1 and ins[name] == pytest.approx(same[name], abs=1e-4), name
+    for name in ("ti_leakage", "edited_clip"):
+        assert abs(ins[name] - same[name]) > 0.1 and out[name] == pytest.approx(same[name], abs=1e-4), name
+
+
+# -- settings ----------------------------------------------------------------------------------------------------
+
+
+def test_score_settings_from_compat_and_explicit_values():
+    assert score_settings() == ScoreSettings()
+    assert (ScoreSettings().mask_weights, ScoreSettings().te_variant) == ("binary", "mean")
+    authors = score_settings("authors")
+    assert (authors.mask_weights, authors.te_variant, authors.te_column) == ("soft", "joined", "te_leakage_joined")
+    assert authors.compat == {"profile": "authors", "overridden": {},
+                              "from_profile": {"score.mask_weights": "soft", "score.te_variant": "joined"}}
+    mixed = score_settings_from_params({"mask_weights": "binary", "te_variant": None, "dino_input": "corrected",
+                                        "resize_edited": True}, "authors")
+    assert (mixed.mask_weights, mixed.te_variant, mixed.dino_input, mixed.resize_edited) == (
+        "binary", "joined", "corrected", True)
+    assert mixed.compat["overridden"] == {"score.mask_weights": "binary"}
+    assert mixed.compat["from_profile"] == {"score.te_variant": "joined"}
+    assert mixed.scorer_options() == {"mask_weights": "binary", "dino_input": "corrected", "resize_edited": True}
+    assert score_settings_from_params({}, "none") == ScoreSettings()
+    with pytest.raises(ValueError, match="unknown te_variant 'median'"):
+        score_settings(te_variant="median")
+    with pytest.raises(ValueError, match="unknown compat profile 'paper'"):
+        score_settings("paper")
+
+
+def test_score_command_with_compat_records_its_settings(ale_bench, tmp_path):
+    # artificial_img02's table mask has antialiased edges: soft weights change the background's share
+    (inst,) = [p for p in load_prompt_instances(ale_bench, n_objects=1, images="artificial_img02")
+               if p.sources == ("table",)][:1]
+    folder = tmp_path / "results" / "1" / inst.edit_type / inst.image
+    folder.mkdir(parents=True)
+    shutil.copy(image_path(ale_bench, inst.image), folder / f"edit_{inst.index}.png")
+    table = np.array(Image.open(masks_for_image(ale_bench, inst.image)["table"]).convert("L")) / 255.0
+
+    def run(*options):
+        out = tmp_path / "scores" / "-".join(options).replace("--", "")
+        result = CliRunner().invoke(score, [str(tmp_path / "results"), "--bench", str(ale_bench), "--models", "tiny",
+                                            "--device", "cpu", "--no-progress", "-o", str(out), *options])
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads((out / "metrics.json").read_text()), pd.read_parquet(out / "per_edit.parquet")
+
+    output, metrics, per_edit = run("--compat", "authors")
+    settings = metrics["settings"]
+    assert (settings["mask_weights"], settings["te_variant"]) == ("soft", "joined")
+    assert settings["compat"] == {"profile": "authors", "overridden": {},
+                                  "from_profile": {"score.mask_weights": "soft", "score.te_variant": "joined"}}
+    assert settings["models"] == {"clip": "tiny", "dino": "tiny", "lpips": "tiny"}
+    assert per_edit.attrs["settings"] == settings
+    assert "TE reported: joined (joined prompt)" in output and '"te_leakage_joined"' in output
+    row = per_edit.set_index("edit_id").loc[inst.key]
+    assert row["bg_fraction"] == pytest.approx(1 - table.mean(), rel=1e-12)
+
+    output, metrics, per_edit = run("--compat", "authors", "--mask-weights", "binary", "--te-variant", "mean")
+    assert metrics["settings"]["compat"]["overridden"] == {"score.mask_weights": "binary", "score.te_variant": "mean"}
+    assert "TE reported: mean (eq. 6)" in output and '"te_leakage"' in output
+    assert per_edit.set_index("edit_id").loc[inst.key, "bg_fraction"] == pytest.approx(1 - (table >= 0.5).mean())
+
+    _, metrics, _ = run()
+    assert metrics["settings"]["compat"] == {"profile": "none", "from_profile": {}, "overridden": {}}
+    assert (metrics["settings"]["mask_weights"], metrics["settings"]["te_variant"]) == ("binary", "mean")

@@ -41,6 +41,8 @@ REAL = "real"
 PRESETS = (REAL, TINY)
 LPIPS_NETS = (DEFAULT_LPIPS_NET, TINY)
 TINY_LPIPS_SIZE = 64  # the tiny LPIPS resizes its input to this, so full-size test images stay cheap on CPU
+TINY_CLIP_WIDTH = 32
+TINY_CLIP_OFFSET = 8.0  # length of the tiny CLIP's shared LayerNorm offset (see build_tiny_clip)
 
 
 @dataclass
@@ -58,21 +60,37 @@ class MetricModels:
 
 
 def build_tiny_clip(seed: int = 0) -> CLIPModel:
-    """A CLIP model with the real 49,408-token vocabulary and 77 positions, 224-px input, tiny and random."""
+    """A CLIP model with the real 49,408-token vocabulary and 77 positions, 224-px input, tiny and seeded.
+
+    Plain random weights make image and text features as often anti- as positively correlated, so the clamped
+    CLIP score is 0 for nearly every pair and no test could tell a right leakage computation from a wrong one.
+    So both towers share a seeded offset in their final LayerNorm (its bias, ``TINY_CLIP_OFFSET`` long, larger
+    than the normalised features' own length, sqrt(32)) and one projection matrix: every feature is
+    W (offset + input-dependent part), scores are positive (about 40-70) and still differ with the pixels and
+    the words. It proves plumbing only: the numbers mean nothing about images and texts.
+    """
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+            vocab_size=49408, hidden_size=TINY_CLIP_WIDTH, intermediate_size=37, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+            pad_token_id=49407,
         ),
         vision_config=dict(
-            hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            hidden_size=TINY_CLIP_WIDTH, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
             image_size=224, patch_size=32,
         ),
         projection_dim=16,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CLIPModel(config)
+        model = CLIPModel(config)
+        offset = torch.randn(TINY_CLIP_WIDTH)
+    with torch.no_grad():
+        offset *= TINY_CLIP_OFFSET / offset.norm()
+        model.vision_model.post_layernorm.bias.copy_(offset)
+        model.text_model.final_layer_norm.bias.copy_(offset)
+        model.text_projection.weight.copy_(model.visual_projection.weight)
+    return model
 
 
 def build_tiny_dino(seed: int = 0) -> ViTModel:
@@ -86,14 +104,15 @@ def build_tiny_dino(seed: int = 0) -> ViTModel:
         return ViTModel(config, add_pooling_layer=False)
 
 
-def build_lpips(net: str = DEFAULT_LPIPS_NET, seed: int = 0) -> nn.Module:
+def build_lpips(net: str = DEFAULT_LPIPS_NET, seed: int = 0, *, pretrained_backbone: bool = True) -> nn.Module:
     """torchmetrics' LPIPS module with the SqueezeNet backbone.
 
     ``"squeeze"``: ImageNet-trained backbone (torchvision weights, downloaded once into the torch hub cache) and
     the LPIPS linear heads shipped with torchmetrics; this is what ``LearnedPerceptualImagePatchSimilarity(
-    net_type="squeeze")`` holds. ``"tiny"``: the same architecture and heads over a randomly initialised backbone
-    (``pnet_rand=True``), reading its input resized to ``TINY_LPIPS_SIZE`` px (torchmetrics' ``resize``), so
-    nothing is downloaded and 1000-px images score in milliseconds.
+    net_type="squeeze")`` holds. ``pretrained_backbone=False`` keeps that architecture, input size and heads over
+    a seeded random backbone (nothing downloaded: benchmarks of the real cost). ``"tiny"``: the same over a random
+    backbone, reading its input resized to ``TINY_LPIPS_SIZE`` px (torchmetrics' ``resize``), so nothing is
+    downloaded and 1000-px images score in milliseconds.
     """
     # The module class is private in torchmetrics, but it is exactly what the public metric wraps (``metric.net``),
     # and the public metric cannot be built without the download, nor give per-image or spatial scores.
@@ -101,10 +120,10 @@ def build_lpips(net: str = DEFAULT_LPIPS_NET, seed: int = 0) -> nn.Module:
 
     if net not in LPIPS_NETS:
         raise ValueError(f"unknown LPIPS net {net!r}; choose one of {LPIPS_NETS}")
-    if net == TINY:
+    if net == TINY or not pretrained_backbone:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return _NoTrainLpips(net="squeeze", pnet_rand=True, resize=TINY_LPIPS_SIZE)
+            return _NoTrainLpips(net="squeeze", pnet_rand=True, resize=TINY_LPIPS_SIZE if net == TINY else None)
     try:
         return _NoTrainLpips(net="squeeze")
     except (OSError, RuntimeError) as exc:  # urllib's URLError is an OSError

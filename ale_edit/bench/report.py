@@ -1,20 +1,28 @@
 """Comparison tables of scored runs in the layout of the paper's Table 1 (and its per-type / per-count tables).
 
-A run is a label and the metrics dict that scoring writes (``overall``, ``by_type``, ``by_objects``, ...). Values
-are shown in the paper's units: structure distance and LPIPS x10^3, MSE x10^4, SSIM x10^2.
+A run is a label and the metrics dict that scoring writes: the full aggregate (``overall``, ``by_type``,
+``by_objects``, ...) or its headline (``overall`` and ``by_type`` only, what DVC shows), with the full one then
+optionally as the run's ``detail`` for the per-count table. Values are shown in the paper's units: structure
+distance and LPIPS x10^3, MSE x10^4, SSIM x10^2.
+
+TE is the variant each run reports (its settings' ``te_variant``: eq. 6's mean over targets, or the joined
+prompt), and the column's title names it. Runs that report different variants are not mixed in one column: the
+table then has one TE column per variant, each run's value in its own variant's column (the other empty).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
-# (metric key, column title, scale): the paper's Table 1 columns, in its order and units.
+from .aggregate import te_variant_of
+from .metrics import TE_VARIANT_LABELS, TE_VARIANTS
+
+# (metric key, column title, scale): the paper's Table 1 columns after TE, in its order and units.
 TABLE1 = (
-    ("te_leakage", "TE ↓", 1.0),
     ("ti_leakage", "TI ↓", 1.0),
     ("structure_distance", "Structure ×10³ ↓", 1e3),
     ("edited_clip", "Edited ↑", 1.0),
@@ -32,6 +40,50 @@ class Run:
     params: Mapping = field(default_factory=dict)
     rev: str = ""  # a readable name: the branch or experiment
     rev_sha: str = ""  # the commit, where DVC keeps the run's outputs
+    detail: Mapping | None = None  # the full aggregate, when ``metrics`` is the headline
+
+    @property
+    def te_variant(self) -> str:
+        return te_variant_of(self.metrics)
+
+    def group_stats(self, group: str) -> Mapping:
+        """``overall``, ``by_type`` or ``by_objects`` of the run: from its metrics, else from its detail."""
+        if group in self.metrics:
+            return self.metrics[group]
+        return (self.detail or {}).get(group, {})
+
+
+def te_title(variant: str) -> str:
+    """The TE column's title, naming the variant: "TE (eq. 6) ↓" or "TE (joined prompt) ↓"."""
+    return f"TE ({TE_VARIANT_LABELS[variant]}) ↓"
+
+
+def te_variants(runs: Sequence[Run]) -> list[str]:
+    """The TE variants the runs report, in ``TE_VARIANTS`` order."""
+    reported = {run.te_variant for run in runs}
+    return [v for v in TE_VARIANTS if v in reported]
+
+
+def te_note(runs: Sequence[Run]) -> str:
+    """One line saying which TE the table shows, and for which runs when they differ."""
+    variants = te_variants(runs)
+    if len(variants) <= 1:
+        variant = variants[0] if variants else "mean"
+        return f"TE: {TE_VARIANT_LABELS[variant]} ({variant}), every run"
+    parts = [f"{TE_VARIANT_LABELS[v]} for {', '.join(r.label for r in runs if r.te_variant == v)}" for v in variants]
+    return f"TE differs between runs, shown in separate columns: {'; '.join(parts)}"
+
+
+def runs_without(runs: Sequence[Run], group: str) -> list[str]:
+    """Labels of the runs that have no ``group`` table (a headline metrics file without its detail)."""
+    return [run.label for run in runs if not run.group_stats(group)]
+
+
+def attach_details(runs: Sequence[Run], load: Callable[[Run], Mapping | None]) -> None:
+    """Give each run whose metrics lack the per-count groups its full aggregate, ``load(run)`` (None: none)."""
+    for run in runs:
+        if "by_objects" not in run.metrics and run.detail is None:
+            run.detail = load(run)
 
 
 def run_label(params: Mapping) -> str:
@@ -59,24 +111,28 @@ def _value(group: Mapping | None, key: str, scale: float) -> float:
 
 def comparison_table(runs: Sequence[Run], group: str = "overall") -> pd.DataFrame:
     """One row per run (per type or object count, then run, for ``by_type`` / ``by_objects``), the Table 1
-    columns, and the number of edits behind each row. Groups without edits are left out."""
+    columns, and the number of edits behind each row. Groups without edits, and runs without the group (a
+    headline without its detail, for ``by_objects``), are left out."""
+    variants = te_variants(runs)
     rows = []
     if group == "overall":
         for run in runs:
-            stats = run.metrics.get("overall", {})
-            rows.append({"method": run.label, **_columns(stats)})
+            rows.append({"method": run.label, **_columns(run.group_stats("overall"), run.te_variant, variants)})
     else:
-        names = list(dict.fromkeys(name for run in runs for name in run.metrics.get(group, {})))
+        names = list(dict.fromkeys(name for run in runs for name in run.group_stats(group)))
         for name in names:
             for run in runs:
-                stats = run.metrics.get(group, {}).get(name)
+                stats = run.group_stats(group).get(name)
                 if stats and int(stats.get("count", 0) or 0) > 0:
-                    rows.append({"group": name, "method": run.label, **_columns(stats)})
+                    rows.append({"group": name, "method": run.label,
+                                 **_columns(stats, run.te_variant, variants)})
     return pd.DataFrame(rows)
 
 
-def _columns(stats: Mapping) -> dict:
-    out = {title: _value(stats, key, scale) for key, title, scale in TABLE1}
+def _columns(stats: Mapping, variant: str, variants: Sequence[str]) -> dict:
+    # One TE column per variant in the table; a run fills only its own variant's.
+    out = {te_title(v): _value(stats, TE_VARIANTS[v], 1.0) if v == variant else math.nan for v in variants}
+    out.update({title: _value(stats, key, scale) for key, title, scale in TABLE1})
     out["edits"] = int(stats.get("count", 0) or 0)
     return out
 

@@ -11,7 +11,11 @@ import click
 from PIL import Image
 
 from ..atomic import atomic_path
-from ..bench.report import Run, comparison_table, runs_from_dvc_experiments, to_markdown
+from ..bench.report import (
+    Run, attach_details, comparison_table, runs_from_dvc_experiments, runs_without, te_note, to_markdown,
+)
+
+DETAIL_FILE = "metrics/ale_bench_detail.json"
 
 
 def _assignment(arg: str, option: str) -> tuple[str, str]:
@@ -49,6 +53,24 @@ def _dvc_images(rev: str) -> dict[str, callable]:
     return found
 
 
+def _dvc_detail(detail_file: str):
+    """A loader of a DVC run's full aggregate: ``detail_file`` at the run's commit (the workspace's own file for
+    the workspace run); None when it is not there."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    def load(run: Run):
+        try:
+            if not run.rev_sha:
+                return json.loads(Path(detail_file).read_text())
+            with dvc.api.DVCFileSystem(rev=run.rev_sha).open(detail_file, mode="r") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError, DvcException):  # not there (FileNotFoundError), not JSON, no such commit
+            return None
+
+    return load
+
+
 def _method_grid(images: dict[str, dict], bench: Path, n: int):
     from ..bench.dataset import image_path
     from ..bench.figures import method_grid
@@ -73,14 +95,21 @@ def _method_grid(images: dict[str, dict], bench: Path, n: int):
 @click.option("--results", "results_args", multiple=True, metavar="LABEL=DIR",
               help="Edited images of a --run label, in the authors' layout <n>/<type>/<image>/edit_<i>.png, for the "
                    "method grid. (With --dvc-experiments each experiment's own results are read from DVC.)")
+@click.option("--dvc-detail", "detail_file", default=DETAIL_FILE, show_default=True,
+              help="With --dvc-experiments: the file beside the headline metrics that holds each run's full "
+                   "aggregate, read at the run's commit for the per-object-count table.")
 @click.option("--bench", type=click.Path(path_type=Path), default=None,
               help="The benchmark folder with the source images (images/); with it, a method grid is drawn.")
 @click.option("--grid-edits", default=6, show_default=True, type=click.IntRange(1),
               help="Edits (rows) in the method grid: the first edit ids that every method has.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Folder for the tables.")
-def report(run_args, dvc_experiments, results_args, bench, grid_edits, out):
+def report(run_args, dvc_experiments, detail_file, results_args, bench, grid_edits, out):
     """Compare runs: writes table1, by_type and by_objects as Markdown and CSV, and with --bench a grid of the
-    same edits by every method (method_grid.png)."""
+    same edits by every method (method_grid.png).
+
+    TE is each run's reported variant (eq. 6 or the joined prompt), named in the column's title; runs reporting
+    different variants get separate TE columns. Runs whose metrics are a headline without the per-count groups
+    (and no detail file) are left out of by_objects, with a note."""
     runs = []
     for arg in run_args:
         label, sep, path = arg.partition("=")
@@ -95,7 +124,9 @@ def report(run_args, dvc_experiments, results_args, bench, grid_edits, out):
                                env=dict(os.environ, DVC_NO_ANALYTICS="1"))
         if shown.returncode != 0:
             raise click.ClickException(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
-        runs += runs_from_dvc_experiments(json.loads(shown.stdout))
+        dvc_runs = runs_from_dvc_experiments(json.loads(shown.stdout))
+        attach_details(dvc_runs, _dvc_detail(detail_file))
+        runs += dvc_runs
     if not runs:
         raise click.UsageError("no runs: give --run LABEL=METRICS_JSON or --dvc-experiments")
     out.mkdir(parents=True, exist_ok=True)
@@ -116,4 +147,9 @@ def report(run_args, dvc_experiments, results_args, bench, grid_edits, out):
         with atomic_path(out / "method_grid.png") as tmp:
             grid.save(tmp, format="PNG")
     click.echo(to_markdown(comparison_table(runs, "overall")))
+    click.echo(te_note(runs))
+    for group in ("by_type", "by_objects"):
+        missing = runs_without(runs, group)
+        if missing:
+            click.echo(f"{group}: left out for {', '.join(missing)} (their metrics hold no {group} table)")
     click.echo(f"wrote table1, by_type and by_objects (.md, .csv) for {len(runs)} runs to {out}")
