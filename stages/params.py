@@ -99,6 +99,7 @@ class ScoreParams(Options):
                                       choices=("binary", "soft"))
     te_variant: str | None = option(None, "mean (eq. 6) | joined (authors); null: from edit.compat.",
                                     choices=("mean", "joined"))
+    resize_edited: bool = option(True, "Resize edits to their source's size (else such edits are error rows).")
     batch_size: int = option(16, "Edits per model call.", minimum=1)
     grid_edits: int = option(4, "Edits per type in the image grids.", minimum=0)
 

@@ -1,5 +1,6 @@
-"""Stage report: ALE-Bench metrics over every edit type (metrics/ale_bench.json), a per-type table for
-``dvc plots``, and image grids (source | masks | edited) of a few edits per type."""
+"""Stage report: ALE-Bench metrics over every edit type (metrics/ale_bench.json: the paper's Table 1 columns overall
+and by type, the DVC metrics; metrics/ale_bench_detail.json: the full aggregate and the scoring settings), a per-type
+table for ``dvc plots``, and image grids (source | masks | edited) of a few edits per type."""
 
 import json
 from pathlib import Path
@@ -11,23 +12,29 @@ import pandas as pd
 from _common import atomic_dir, edit_type_of, load_params
 
 from ale_edit.atomic import atomic_path, save_image, write_json
+from ale_edit.bench.aggregate import aggregate_tables, headline_metrics, to_jsonable
 from ale_edit.bench.figures import edit_grid
-from ale_edit.bench.scoring import METRIC_COLUMNS, aggregate, to_jsonable
+from ale_edit.bench.names import METRIC_COLUMNS
 from ale_edit.io import load_image, load_mask
 
 
 @click.command()
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--bench", default="data/bench", show_default=True)
-@click.option("--metrics", "metrics_file", default="metrics/ale_bench.json", show_default=True)
+@click.option("--metrics", "metrics_file", default="metrics/ale_bench.json", show_default=True,
+              help="The headline (Table 1 overall and by type): DVC metrics.")
+@click.option("--detail", "detail_file", default="metrics/ale_bench_detail.json", show_default=True,
+              help="The full aggregate (by objects, by type and objects, counts) and the scoring settings.")
 @click.option("--plots", "plots_dir", default="plots", show_default=True)
-def main(params_file, bench, metrics_file, plots_dir):
+def main(params_file, bench, metrics_file, detail_file, plots_dir):
     params = load_params(params_file)
     types = [edit_type_of(k) for k in params["prompts"]["edit_types"]]
-    per_edit = pd.concat([pd.read_parquet(Path("scores") / t.key / "per_edit.parquet") for t in types],
-                         ignore_index=True)
-    metrics = to_jsonable(aggregate(per_edit))
-    write_json(metrics_file, metrics)
+    click.echo(f"report: {', '.join(t.name for t in types)} -> {metrics_file}, {detail_file}, {plots_dir}/")
+    tables = [pd.read_parquet(Path("scores") / t.key / "per_edit.parquet") for t in types]
+    per_edit = pd.concat(tables, ignore_index=True)
+    metrics = to_jsonable(aggregate_tables(tables))  # an error if the types were scored with different settings
+    write_json(detail_file, metrics)
+    write_json(metrics_file, headline_metrics(metrics))
 
     plots = Path(plots_dir)
     by_type = pd.DataFrame([{"edit_type": t.name, **{m: metrics["by_type"][t.name].get(m) for m in METRIC_COLUMNS}}

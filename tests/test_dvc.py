@@ -48,7 +48,7 @@ def recorded_project(tmp_path, ale_bench) -> Path:
         (project / folder).mkdir(parents=True)
         (project / folder / "placeholder").write_text(folder)
     for file in ("data/prompts/edits.parquet", "data/embeddings/text.parquet", "metrics/ale_bench.json",
-                 "plots/metrics_by_type.csv"):
+                 "metrics/ale_bench_detail.json", "plots/metrics_by_type.csv"):
         (project / file).parent.mkdir(parents=True, exist_ok=True)
         (project / file).write_text("{}" if file.endswith(".json") else "x")
     sh(DVC + ["commit", "-f", "-q"], project)
@@ -78,6 +78,9 @@ def test_only_the_active_methods_options_and_code_rerun_its_edits(recorded_proje
     assert changed_stages(project) == edits
     scoring_code = project / "ale_edit" / "bench" / "scoring.py"
     scoring_code.write_text(scoring_code.read_text() + "\n# a change to scoring\n")
+    assert changed_stages(project) == edits | {"score@color", "score@object"}  # the report does not run it
+    aggregate_code = project / "ale_edit" / "bench" / "aggregate.py"
+    aggregate_code.write_text(aggregate_code.read_text() + "\n# a change to the aggregates\n")
     assert changed_stages(project) == edits | {"score@color", "score@object", "report"}
 
 

@@ -28,7 +28,9 @@ def test_repro_experiment_and_metrics_diff(ale_bench, tmp_path):
                                "score@object", "report"}
     metrics = json.loads((project / "metrics" / "ale_bench.json").read_text())
     assert metrics["overall"]["count"] == 8 and metrics["overall"]["errors"] == 0
-    assert metrics["by_type"]["color"]["count"] == 4 and metrics["by_objects"]["2"]["count"] == 4
+    assert metrics["by_type"]["color"]["count"] == 4 and "by_objects" not in metrics  # the headline
+    detail = json.loads((project / "metrics" / "ale_bench_detail.json").read_text())
+    assert detail["by_objects"]["2"]["count"] == 4 and detail["settings"]["mask_weights"] == "binary"
     edits = pd.read_parquet(project / "results" / "color" / "edits.parquet")
     assert len(edits) == 4 and all((project / "results" / "color" / p).is_file() for p in edits["path"])
     assert sorted(p.name for p in (project / "plots" / "grids").iterdir()) == ["color.png", "object.png"]
@@ -59,6 +61,16 @@ def test_repro_experiment_and_metrics_diff(ale_bench, tmp_path):
                  "--grid-edits", "2", "-o", "reports"], project)
     table = pd.read_csv(project / "reports" / "table1.csv")
     assert len(table) == 2 and all(label.startswith("ALE-Edit [") for label in table["method"])
+    assert "TE (eq. 6) ↓" in table and len(pd.read_csv(project / "reports" / "by_objects.csv")) == 2 * 2
+
+    # compat: authors re-runs every edit and score: the authors' settings, soft masks, the joined TE reported.
+    exp = sh(DVC + ["exp", "run", "-S", "edit.compat=authors"], project)
+    assert ran_stages(exp) == {"edit@color", "edit@object", "score@color", "score@object", "report"}
+    detail = json.loads((project / "metrics" / "ale_bench_detail.json").read_text())
+    assert detail["settings"]["mask_weights"] == "soft" and detail["settings"]["te_variant"] == "joined"
+    headline = json.loads((project / "metrics" / "ale_bench.json").read_text())
+    assert "te_leakage_joined" in headline["overall"] and "te_leakage" not in headline["overall"]
+    assert not any((project / ".ale-edit-work").rglob("*.png"))  # assembled: the stage removed its work files
     assert (project / "reports" / "method_grid.png").is_file() and "wrote table1" in report
 
 

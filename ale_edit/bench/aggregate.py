@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import EDIT_TYPES, OBJECT_COUNTS
-from .metrics import METRIC_COLUMNS, TE_VARIANTS
+from .names import METRIC_COLUMNS, TE_VARIANTS
 
 # The paper's Table 1 columns in its order, TE standing for the reported variant's column.
 TE = "te"

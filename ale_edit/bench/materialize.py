@@ -159,7 +159,9 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
 
     Images are copied byte for byte. Masks are binarised at 0.5 (RGBA and antialiased ones occur) and resized
     (nearest) to their image's size when they differ; stray files are skipped. Each such event is a note in the
-    manifest. An unreadable image or mask is an error naming the file.
+    manifest. An unreadable image or mask is an error naming the file. The source's own masks are kept too,
+    byte for byte under ``source_masks/`` (manifest ``source_objects``): soft-weight scoring reads their
+    antialiased edges, as the authors' evaluation does.
     """
     (out / "images").mkdir(parents=True, exist_ok=True)
     entries, skipped = [], []
@@ -167,7 +169,7 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
         src = image_path(source_root, name)
         width, height = _read_image_size(src)
         shutil.copyfile(src, out / "images" / src.name)
-        notes, objects = [], {}
+        notes, objects, source_objects = [], {}, {}
         mask_dir = source_root / "masks" / name
         if not mask_dir.is_dir():
             notes.append("no mask folder")
@@ -199,8 +201,12 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L").save(target)
             objects[phrase] = str(target.relative_to(out))
+            original = out / "source_masks" / name / path.name
+            original.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, original)
+            source_objects[phrase] = str(original.relative_to(out))
         entries.append({"image": name, "file": f"images/{src.name}", "width": width, "height": height,
-                        "objects": objects, "notes": notes})
+                        "objects": objects, "source_objects": source_objects, "notes": notes})
     prompts = source_root / "prompts"
     if prompts.is_dir():
         for path in sorted(prompts.glob("*/*/*_prompts.json")):

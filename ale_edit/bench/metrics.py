@@ -58,31 +58,20 @@ from torchmetrics.functional.regression import mean_squared_error
 
 from .metric_models import dino_key_projection
 
-CLIP_METRICS = ("edited_clip", "te_leakage", "te_leakage_joined", "ti_leakage")
-PIXEL_METRICS = (
-    "bg_psnr", "bg_ssim", "bg_lpips", "bg_mse",
-    "bg_psnr_region", "bg_ssim_region", "bg_lpips_region", "bg_mse_region",
+from .names import (  # noqa: F401  (the names of what is measured live apart: no torch needed to read them)
+    BACKGROUND, CLIP_METRICS, DINO_INPUTS, MASK_WEIGHTS, METRIC_COLUMNS, PIXEL_METRICS, TE_VARIANT_LABELS,
+    TE_VARIANTS, Region,
 )
-METRIC_COLUMNS = CLIP_METRICS + ("structure_distance",) + PIXEL_METRICS
-
-MASK_WEIGHTS = ("binary", "soft")
-# The reported TE: the per-edit column each variant reads, and how tables and logs name it.
-TE_VARIANTS = {"mean": "te_leakage", "joined": "te_leakage_joined"}
-TE_VARIANT_LABELS = {"mean": "eq. 6", "joined": "joined prompt"}
 
 # SSIM's map in strips of rows of at most this many pixels (the batch's), each with the rows its window reads:
 # torchmetrics' Gaussian window is 2 * int(3.5 * sigma + 0.5) + 1 = 11 rows for sigma 1.5, 5 either side.
 SSIM_STRIP_PIXELS = 1 << 18
 SSIM_HALO = 5
 
-DINO_INPUTS = ("published", "corrected")
 DINO_SIZE = 224
 DINO_MAX_SIZE = 480
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BACKGROUND = "background"
-
-Region = Union[str, int]  # BACKGROUND, or the index of an edited object
 ClipScoreFn = Callable[[Region, str], float]
 
 

@@ -25,7 +25,7 @@ from ..errors import EditInputError
 from ..io import load_image, load_mask
 from . import dataset
 from .dataset import EDIT_TYPES, PromptInstance
-from .metrics import BACKGROUND, MASK_WEIGHTS, Region
+from .names import BACKGROUND, MASK_WEIGHTS, Region
 
 log = logging.getLogger(__name__)
 

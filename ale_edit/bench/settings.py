@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .. import compat
-from .metrics import DINO_INPUTS, MASK_WEIGHTS, TE_VARIANTS
+from .names import DINO_INPUTS, MASK_WEIGHTS, TE_VARIANTS
 
 DEFAULTS: dict[str, Any] = {"score.mask_weights": "binary", "score.te_variant": "mean"}
 
