@@ -44,9 +44,10 @@ def project(code: Path, where: Path, smoke_params: bool) -> Path:
     where.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(code / name, where / name)
-    for name in ("stages", "ale_edit", "data"):
-        shutil.copytree(code / name, where / name, ignore=shutil.ignore_patterns("__pycache__", "bench", "masks",
-                                                                                  "prompts", "embeddings"))
+    for name in ("stages", "ale_edit"):
+        shutil.copytree(code / name, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (where / "data").mkdir()
+    shutil.copy(code / "data" / "attributes.yaml", where / "data" / "attributes.yaml")
     if smoke_params:
         params = yaml.safe_load((where / "params.yaml").read_text())
         for dotted, value in SMOKE.items():
@@ -77,7 +78,8 @@ def time_stage(cwd: Path, stage: str, extra: list[str]) -> tuple[float, float]:
 def time_smoke(cwd: Path) -> float:
     args = []
     for dotted, value in SMOKE.items():
-        args += ["-S", f"{dotted}={yaml.safe_dump(value, default_flow_style=True).strip()}"]
+        text = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+        args += ["-S", f"{dotted}={text}"]
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dvc", "exp", "run", *args], cwd=cwd, env=ENV, check=True,
                    capture_output=True)

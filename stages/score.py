@@ -6,6 +6,7 @@ import click
 
 from _common import atomic_dir, edit_type_of, load_params, model_name
 
+from ale_edit.bench.settings import score_settings_from_params
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ale_edit.errors import EditInputError
 
@@ -22,14 +23,14 @@ def main(type_key, params_file, bench, results, out):
     edit_type = edit_type_of(type_key)
     p = params["score"]
     results, out = Path(results or f"results/{edit_type.key}"), Path(out or f"scores/{edit_type.key}")
-    # The metric libraries (torchmetrics, torchvision, transformers) are imported once the plan is out.
-    from ale_edit.bench.metric_models import load_metric_models
-    from ale_edit.bench.scoring import records_from_edit_table, score_edits, score_settings_from_params, write_outputs
-
     # score.mask_weights / score.te_variant null: from edit.compat (none: binary, mean; authors: soft, joined)
     settings = score_settings_from_params(p, params["edit"].get("compat", "none"))
     click.echo(f"score {edit_type.name}: {results}, mask weights {settings.mask_weights}, reported TE "
                f"{settings.te_variant}, CLIP {model_name(params, 'clip')}, batch {p['batch_size']}")
+    # The metric libraries (torchmetrics, torchvision, transformers) are imported once the plan is out.
+    from ale_edit.bench.metric_models import load_metric_models
+    from ale_edit.bench.scoring import records_from_edit_table, score_edits, write_outputs
+
     try:
         records = records_from_edit_table(results, Path(bench), mask_weights=settings.mask_weights)
     except EditInputError as exc:
