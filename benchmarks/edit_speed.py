@@ -146,13 +146,12 @@ def main() -> None:
     times: dict[str, list[float]] = {v: [] for v in variants}
     for round_ in range(args.repeats + 1):  # round 0 warms up
         order = variants[round_ % len(variants):] + variants[: round_ % len(variants)]
-        for v in order:
-            seconds = timed_edit(editors[v], req)
-            if round_:
-                times[v].append(seconds)
+        seconds = {v: timed_edit(editors[v], req) for v in order}
+        if round_:
+            for v in order:
+                times[v].append(seconds[v])
         print(f"  round {round_}{' (warm-up)' if not round_ else ''}: "
-              + ", ".join(f"{v} {times[v][-1] if round_ else seconds:.2f}s" for v in order[:3]) + ", ...",
-              flush=True)
+              + ", ".join(f"{v} {seconds[v]:.1f}s" for v in order), flush=True)
     memory = {}
     if not args.no_memory:
         for v in variants:

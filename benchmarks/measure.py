@@ -48,7 +48,10 @@ def build_sd15_models(device: torch.device, dtype: torch.dtype, seed: int = 0):
     """The whole LCM_Dreamshaper_v7 architecture (UNet, VAE, CLIP ViT-L text encoder, tokenizer, LCM scheduler)
     with seeded random weights, as ``ale_edit.models.DiffusionModels``: built offline, nothing downloaded."""
     from diffusers import AutoencoderKL, LCMScheduler
+    from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    diffusers_logging.set_verbosity_error()  # "modules that should be kept in float32: []" on every .to(dtype)
 
     from ale_edit.models import DiffusionModels, lcm_scheduler_config
     from ale_edit.tokenizer import clip_tokenizer

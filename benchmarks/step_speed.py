@@ -57,7 +57,7 @@ import time
 import torch
 
 from measure import (
-    MiB, TensorPeak, build_sd15_unet, emit, fmt_mib, ratio, rss_peak_meter, run_child, sync, verdict,
+    TensorPeak, build_sd15_unet, emit, fmt_mib, ratio, rss_peak_meter, run_child, sync, verdict,
 )
 
 from diffusers import UNet2DConditionModel  # noqa: E402

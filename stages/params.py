@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ale_edit.bench.edit_masks import MASK_SOURCES
+from ale_edit.bench.names import DINO_INPUTS, MASK_WEIGHTS, TE_VARIANTS
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ale_edit.models import DTYPES
 from ale_edit.options import Options, SettingError, did_you_mean, from_mapping, mapping_kwargs, option
@@ -59,8 +61,7 @@ class ModelParams(Options):
 class MasksParams(Options):
     section = "masks"
 
-    source: str = option("auto", "Grounded-SAM, refined masks, or refined where present.",
-                         choices=("auto", "manual", "manual-then-auto"))
+    source: str = option("auto", "Grounded-SAM, refined masks, or refined where present.", choices=MASK_SOURCES)
     manual_dir: str = option("", "Refined masks <image>/<phrase>_mask.png; '' = the benchmark's.")
     box_threshold: float = option(0.45, "Grounding DINO's box threshold.", minimum=0.0, maximum=1.0)
     text_threshold: float = option(0.4, "Grounding DINO's text threshold.", minimum=0.0, maximum=1.0)
@@ -94,11 +95,10 @@ class ScoreParams(Options):
     clip: str = option("openai/clip-vit-large-patch14", "CLIP for TE, TI and Edited.")
     dino: str = option("facebook/dino-vitb8", "DINO for the structure distance.")
     lpips: str = option("squeeze", "LPIPS backbone.")
-    dino_input: str = option("published", "0-255 pixels as published, or 0-1.", choices=("published", "corrected"))
-    mask_weights: str | None = option(None, "binary | soft (authors); null: from edit.compat.",
-                                      choices=("binary", "soft"))
+    dino_input: str = option("published", "0-255 pixels as published, or 0-1.", choices=DINO_INPUTS)
+    mask_weights: str | None = option(None, "binary | soft (authors); null: from edit.compat.", choices=MASK_WEIGHTS)
     te_variant: str | None = option(None, "mean (eq. 6) | joined (authors); null: from edit.compat.",
-                                    choices=("mean", "joined"))
+                                    choices=tuple(TE_VARIANTS))
     resize_edited: bool = option(True, "Resize edits to their source's size (else such edits are error rows).")
     batch_size: int = option(16, "Edits per model call.", minimum=1)
     grid_edits: int = option(4, "Edits per type in the image grids.", minimum=0)

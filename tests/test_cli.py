@@ -1,7 +1,6 @@
 """``ale-edit edit`` end to end on real ALE-Bench images, with tiny models."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest

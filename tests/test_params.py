@@ -21,7 +21,7 @@ def test_the_projects_params_pass():
     ("edit", "batch_size", 0, "edit.batch_size must be >= 1; got 0"),
     ("edit", "seed", 10**23, "edit.seed must be <= 9223372036854775807"),
     ("edit", "compat", "theirs", "edit.compat must be one of none, authors; got 'theirs'"),
-    ("masks", "source", "bogus", "masks.source must be one of auto, manual, manual-then-auto; got 'bogus'"),
+    ("masks", "source", "bogus", "masks.source must be one of manual, auto, manual-then-auto; got 'bogus'"),
     ("prompts", "edit_types", ["color", "texture"], "prompts.edit_types must be one of"),
     ("prompts", "object_counts", [1, 4], "prompts.object_counts must be one of 1, 2, 3; got 4"),
     ("model", "dtype", "fp8", "model.dtype must be one of auto, fp16"),

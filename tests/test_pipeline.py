@@ -3,18 +3,16 @@ re-runs only the stages its parameter touches, `dvc metrics diff`; and an edit s
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from stage_utils import DVC, ENV, ROOT, make_project, sh, smoke_params
+from stage_utils import DVC, ENV, make_project, sh, smoke_params
 
 pytestmark = pytest.mark.slow
 def ran_stages(output: str) -> set[str]:

@@ -2,7 +2,7 @@
 
 import torch
 
-from ale_edit.processors import install_processors, transformer_blocks_in_call_order, unet_layers
+from ale_edit.processors import install_processors, transformer_blocks_in_call_order
 
 
 def test_layer_indices_follow_the_forward_pass(tiny_models):

@@ -46,7 +46,7 @@ Conventions where the papers are silent:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Callable, Sequence
 
 import numpy as np
 import torch

@@ -21,7 +21,7 @@ import torch
 from ..background_blending import BB_MASKS, BackgroundBlend, foreground
 from ..ore import EOS_TREATMENTS, ORE_ZEROINGS, build_text_plan
 from ..options import Options, option
-from ..processors import TWO_BRANCHES, AttentionProcessor, Layer, attention, self_attention_qkv
+from ..processors import TWO_BRANCHES, AttentionProcessor, attention, self_attention_qkv
 from ..rgb_cam import RegionGuidance, RegionGuidedCrossAttention, resize_masks_nearest
 from ..steps import StepController, StepSets, exceeds, from_step, per_edit, select
 from .base import Conditioning, EditBatch, Method, MethodRun, register
