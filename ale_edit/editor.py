@@ -28,6 +28,7 @@ from .masks import dilate_mask, dilation_radius
 from .methods import EditBatch, method_class
 from .models import DiffusionModels
 from .processors import blocks, install_processors
+from .prompts import check_marked_prompt
 from .sampler import SamplerInputs, virtual_inversion
 from .images import aspect_warning, working_image, working_size  # noqa: F401  (working_size: the editor's API)
 from .settings import EditSettings
@@ -40,7 +41,12 @@ Detector = Callable[[Image.Image, Sequence[str]], Mapping[str, "np.ndarray | Non
 
 @dataclass
 class EditRequest:
-    """One edit: a source image, 1-3 (source phrase, target phrase) pairs, optional masks per source phrase."""
+    """One edit: a source image, 1-3 (source phrase, target phrase) pairs, optional masks per source phrase.
+
+    ``prompts``, when given, are the whole (source, target) prompts the pairs come from, each pair's phrase in []
+    (``ale_edit.prompts``; PIE-Bench's prompts): the methods that condition on whole prompts read them, ALE-Edit
+    keeps to its phrases.
+    """
 
     image: Image.Image
     pairs: Sequence[tuple[str, str]]
@@ -48,6 +54,7 @@ class EditRequest:
     edit_type: str | None = None  # either spelling: "color+object" or "color_object"
     schedule: float | None = None
     seed: int = 42
+    prompts: tuple[str, str] | None = None
 
     def resolved_schedule(self) -> float:
         if self.schedule is not None:
@@ -85,6 +92,11 @@ def validate_request(request: EditRequest) -> None:
         edit_type(request.edit_type)  # raises, naming the known types
     if request.schedule is not None and not 0.0 <= request.schedule <= 1.0:
         raise EditInputError(f"schedule must lie in [0, 1], got {request.schedule}")
+    if request.prompts is not None:
+        if len(request.prompts) != 2:
+            raise EditInputError(f"prompts must be (source prompt, target prompt), got {request.prompts!r}")
+        check_marked_prompt(request.prompts[0], sources, "source")
+        check_marked_prompt(request.prompts[1], [t for _, t in pairs], "target")
 
 
 def _fit_mask(mask: np.ndarray, phrase: str, original: tuple[int, int], work: tuple[int, int]) -> np.ndarray:
@@ -180,7 +192,7 @@ class Editor:
             pairs=[list(r.pairs) for r in requests], schedules=[r.resolved_schedule() for r in requests],
             masks=[masks for masks, _ in resolved], num_steps=st.steps, latent_size=tuple(z0.shape[-2:]),
             vae_scale_factor=m.vae_scale_factor, tokenizer=m.tokenizer, encode=self.text_encoder,
-            blocks=blocks(m.unet),
+            blocks=blocks(m.unet), prompts=[r.prompts for r in requests],
         )
         run = self.method.prepare(batch)
         c = run.conditioning
@@ -211,6 +223,8 @@ class Editor:
             "pairs": [list(p) for p in r.pairs],
             "source_prompt": joined_prompt([s for s, _ in r.pairs]),
             "target_prompt": joined_prompt([t for _, t in r.pairs]),
+            # The whole prompts only when given: a phrase-only edit's record stays as it was.
+            **({"prompts": list(r.prompts)} if r.prompts is not None else {}),
             "edit_type": r.edit_type,
             "schedule": r.resolved_schedule(),
             "seed": r.seed,

@@ -2,7 +2,8 @@
 
 The base prompt joins the phrases with " and "; E(p) is the CLIP text encoder's 77 x D output for prompt p.
 Every method reads the phrases' positions from here (ALE's ORE, P2P's and InfEdit's word sets), never by first
-match of a word.
+match of a word. An edit that carries whole prompts (PIE-Bench's, each phrase marked in [], ``ale_edit.prompts``)
+is laid out from those instead (``edit_layouts``, ``edit_texts``) for the methods that read whole prompts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Sequence
 import torch
 
 from .errors import EditInputError, PromptTooLongError
+from .prompts import marked_spans, unmark
 
 JOINER = " and "
 
@@ -74,6 +76,56 @@ def layout_prompt(tokenizer, phrases: Sequence[str], joiner: str = JOINER) -> Pr
             f"gives other tokens than tokenizing the joined prompt"
         )
     return PromptLayout(tuple(phrases), text, tuple(joined_ids), tuple(spans))
+
+
+def layout_marked_prompt(tokenizer, marked: str) -> PromptLayout:
+    """A whole prompt with its phrases marked in [] (``ale_edit.prompts``), laid out: the text without the marks,
+    each marked phrase at its own token positions.
+
+    The text is tokenized piece by piece (before, each phrase, between, after) and the pieces must give the tokens
+    of the whole text, so every span is exact; otherwise, or when the prompt is too long, the errors of
+    ``layout_prompt``.
+    """
+    text, char_spans = marked_spans(marked)
+    if not char_spans:
+        raise EditInputError(f"no phrase is marked in [] in the prompt {marked!r}")
+    pieces: list[int] = []
+    spans = []
+    cut = 0
+    for start, end in char_spans:
+        pieces += _phrase_tokens(tokenizer, text[cut:start])
+        ids = _phrase_tokens(tokenizer, text[start:end])
+        if not ids:
+            raise EditInputError(f"phrase {text[start:end]!r} has no tokens: the tokenizer cannot place it")
+        spans.append((1 + len(pieces), 1 + len(pieces) + len(ids)))  # after BOS
+        pieces += ids
+        cut = end
+    pieces += _phrase_tokens(tokenizer, text[cut:])
+    whole = list(tokenizer(text, add_special_tokens=True, truncation=False).input_ids)
+    if len(whole) > tokenizer.model_max_length:
+        raise PromptTooLongError(f"prompt {text!r} is {len(whole)} tokens with BOS/EOS; the text encoder takes at "
+                                 f"most {tokenizer.model_max_length}")
+    if whole[1:-1] != pieces:
+        raise EditInputError(f"the marked phrases of {marked!r} cannot be located in the tokens of {text!r}: "
+                             f"tokenizing the pieces one by one gives other tokens than tokenizing the prompt")
+    return PromptLayout(tuple(text[a:b] for a, b in char_spans), text, tuple(whole), tuple(spans))
+
+
+def edit_texts(pairs: Sequence[tuple[str, str]], prompts: tuple[str, str] | None = None) -> tuple[str, str]:
+    """The source and target prompt an edit is conditioned on: its whole prompts without their marks when it has
+    them, else its joined source and target phrases."""
+    if prompts is not None:
+        return unmark(prompts[0]), unmark(prompts[1])
+    return joined_prompt([s for s, _ in pairs]), joined_prompt([t for _, t in pairs])
+
+
+def edit_layouts(tokenizer, pairs: Sequence[tuple[str, str]],
+                 prompts: tuple[str, str] | None = None) -> tuple[PromptLayout, PromptLayout]:
+    """The source and target prompt of an edit with each phrase's token positions: its whole marked prompts when
+    it has them, else its joined phrases."""
+    if prompts is not None:
+        return layout_marked_prompt(tokenizer, prompts[0]), layout_marked_prompt(tokenizer, prompts[1])
+    return layout_prompt(tokenizer, [s for s, _ in pairs]), layout_prompt(tokenizer, [t for _, t in pairs])
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ import torch
 from ..options import SettingError, did_you_mean
 from ..processors import Layer
 from ..steps import StepController
-from ..text import joined_prompt
+from ..text import edit_texts
 
 
 @dataclass
@@ -38,9 +38,16 @@ class EditBatch:
     tokenizer: Any
     encode: Callable[[Sequence[str]], torch.Tensor]  # prompts -> (n, 77, D), cached
     blocks: Sequence[Layer] = ()  # the UNet's transformer blocks in forward order (``processors.blocks``)
+    # Per edit, its whole (source, target) prompts with the phrases in [] (``ale_edit.prompts``), or None; empty:
+    # no edit has any.
+    prompts: Sequence[tuple[str, str] | None] = ()
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def edit_prompts(self) -> list[tuple[str, str] | None]:
+        """Each edit's whole marked prompts, None for an edit that has only its phrases."""
+        return list(self.prompts) if self.prompts else [None] * len(self.pairs)
 
     @property
     def work_size(self) -> tuple[int, int]:
@@ -69,11 +76,13 @@ class MethodRun:
 
 
 def joined_conditioning(batch: EditBatch, *, source: bool = True, mutual: bool = False) -> Conditioning:
-    """The baselines' conditionings: the joined source phrases (or the empty prompt when the method takes only the
-    target prompt) and the joined target phrases; InfEdit's mutual branch takes the source prompt."""
+    """The baselines' conditionings: the source prompt (or the empty prompt when the method takes only the target
+    prompt) and the target prompt; InfEdit's mutual branch takes the source prompt. The prompts are an edit's whole
+    prompts when it has them (PIE-Bench), else its joined source and target phrases (``text.edit_texts``)."""
     n = len(batch)
-    sources = [joined_prompt([s for s, _ in p]) if source else "" for p in batch.pairs]
-    targets = [joined_prompt([t for _, t in p]) for p in batch.pairs]
+    texts = [edit_texts(p, prompts) for p, prompts in zip(batch.pairs, batch.edit_prompts())]
+    sources = [s if source else "" for s, _ in texts]
+    targets = [t for _, t in texts]
     embeds = batch.encode(["", *sources, *targets])
     return Conditioning(uncond=embeds[:1].expand(n, -1, -1), source=embeds[1 : 1 + n], target=embeds[1 + n :],
                         mutual=embeds[1 : 1 + n] if mutual else None)

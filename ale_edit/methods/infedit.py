@@ -23,6 +23,8 @@ source-prompt branch stepped like the target. The UNet batch is six chunks of B 
 Local words (``infedit.local_words``): ``*`` (the default), every token of every target phrase (``layout_prompt``
 spans); or, as the app takes them, space-separated words, each naming its every occurrence as a word of the joined
 target prompt; "" names none (no local blend). Mutual words (``infedit.mutual_words``): the same, none by default.
+An edit that carries whole prompts (PIE-Bench) takes them for the three branches, the aligner and the word sets
+(the target phrase at its marked position in the whole target prompt).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from ..processors import (
 )
 from ..sampler import StepState
 from ..steps import StepController, select
-from ..text import joined_prompt, layout_prompt
+from ..text import edit_layouts, edit_texts
 from .base import EditBatch, Method, MethodRun, joined_conditioning, register
 from .p2p import blend_layers
 from .seq_aligner import ALIGNER_ORDERS, MAX_LENGTH, infedit_refinement_mapper, prompt_ids, split_words, word_tokens
@@ -97,21 +99,23 @@ def word_mask(maps: torch.Tensor, words: torch.Tensor, lengths: torch.Tensor, th
     return (normalised > threshold) & (peak > 0)
 
 
-def target_phrase_words(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = MAX_LENGTH) -> torch.Tensor:
-    """(77,) 0/1: every token of every target phrase in the joined target prompt (the default local words w_e)."""
+def target_phrase_words(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = MAX_LENGTH,
+                        prompts: tuple[str, str] | None = None) -> torch.Tensor:
+    """(77,) 0/1: every token of every target phrase in the target prompt (the default local words w_e): the joined
+    target phrases, or the whole target prompt when the edit has one."""
     words = torch.zeros(max_length)
-    for start, end in layout_prompt(tokenizer, [t for _, t in pairs]).spans:
+    for start, end in edit_layouts(tokenizer, pairs, prompts)[1].spans:
         words[start:end] = 1.0
     return words
 
 
 def blend_word_vector(tokenizer, pairs: Sequence[tuple[str, str]], spec: str,
-                      max_length: int = MAX_LENGTH) -> torch.Tensor:
+                      max_length: int = MAX_LENGTH, prompts: tuple[str, str] | None = None) -> torch.Tensor:
     """(77,) 0/1 in target token positions: ``*`` every target phrase's tokens; else the tokens of every occurrence
-    of each space-separated word of ``spec`` among the joined target prompt's words (the app's blend words)."""
+    of each space-separated word of ``spec`` among the target prompt's words (the app's blend words)."""
     if spec.strip() == ALL_PHRASE_WORDS:
-        return target_phrase_words(tokenizer, pairs, max_length)
-    target = joined_prompt([t for _, t in pairs])
+        return target_phrase_words(tokenizer, pairs, max_length, prompts)
+    target = edit_texts(pairs, prompts)[1]
     prompt_words, tokens = split_words(target), word_tokens(tokenizer, target)
     vector = torch.zeros(max_length)
     for word in split_words(spec):
@@ -199,24 +203,30 @@ class InfEditController(StepController):
     @classmethod
     def from_pairs(cls, tokenizer, pairs: Sequence[Sequence[tuple[str, str]]], num_steps: int, schedules,
                    source_embeds: torch.Tensor, target_embeds: torch.Tensor, *, aligner: str = INFEDIT_ALIGNER,
-                   local_words: str = ALL_PHRASE_WORDS, mutual_words: str = "", **kwargs) -> "InfEditController":
-        """The controller of B edits given by their (source, target) phrase pairs and the text-encoder outputs
-        (B, 77, D) of the joined source and target prompts (for the aligner's cosine extension)."""
+                   local_words: str = ALL_PHRASE_WORDS, mutual_words: str = "",
+                   prompts: Sequence[tuple[str, str] | None] | None = None, **kwargs) -> "InfEditController":
+        """The controller of B edits given by their (source, target) phrase pairs, optionally their whole marked
+        prompts (``prompts``, None per edit that has none), and the text-encoder outputs (B, 77, D) of their source
+        and target prompts (for the aligner's cosine extension)."""
         if not len(pairs) == len(schedules) == source_embeds.shape[0] == target_embeds.shape[0]:
             raise ValueError(f"{len(pairs)} edits' pairs, {len(schedules)} schedules, {source_embeds.shape[0]} "
                              f"source and {target_embeds.shape[0]} target encodings")
+        prompts = list(prompts) if prompts else [None] * len(pairs)
         mappers, alphas, lengths = [], [], []
-        for p, src, tgt in zip(pairs, source_embeds, target_embeds):
-            source_ids = prompt_ids(tokenizer, joined_prompt([s for s, _ in p]))
-            target_ids = prompt_ids(tokenizer, joined_prompt([t for _, t in p]))
+        for p, w, src, tgt in zip(pairs, prompts, source_embeds, target_embeds):
+            source_text, target_text = edit_texts(p, w)
+            source_ids = prompt_ids(tokenizer, source_text)
+            target_ids = prompt_ids(tokenizer, target_text)
             mapper, alpha = infedit_refinement_mapper(source_ids, target_ids, src.float().cpu(), tgt.float().cpu(),
                                                       order=aligner)
             mappers.append(mapper)
             alphas.append(alpha)
             lengths.append(len(target_ids))
         return cls(num_steps, schedules=schedules, mappers=torch.stack(mappers), alphas=torch.stack(alphas),
-                   local_words=torch.stack([blend_word_vector(tokenizer, p, local_words) for p in pairs]),
-                   mutual_words=torch.stack([blend_word_vector(tokenizer, p, mutual_words) for p in pairs]),
+                   local_words=torch.stack([blend_word_vector(tokenizer, p, local_words, prompts=w)
+                                            for p, w in zip(pairs, prompts)]),
+                   mutual_words=torch.stack([blend_word_vector(tokenizer, p, mutual_words, prompts=w)
+                                             for p, w in zip(pairs, prompts)]),
                    target_lengths=torch.tensor(lengths), **kwargs)
 
     def cross_replacing(self) -> bool:
@@ -335,6 +345,6 @@ class InfEdit(Method):
             batch.tokenizer, [list(p) for p in batch.pairs], batch.num_steps, list(batch.schedules),
             conditioning.source, conditioning.target, aligner=opt.aligner, local_words=opt.local_words,
             mutual_words=opt.mutual_words, cross_replace=opt.cross_replace, thresh_e=opt.thresh_e,
-            thresh_m=opt.thresh_m)
+            thresh_m=opt.thresh_m, prompts=batch.edit_prompts())
         return MethodRun(conditioning, controller, infedit_processors(controller, batch.blocks),
                          records=[{"background_blending": False}] * len(batch))

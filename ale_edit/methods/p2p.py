@@ -1,14 +1,16 @@
 """Prompt-to-Prompt (``p2p``) on the virtual-inversion sampler (docs/baselines.md §2).
 
 The source branch is conditioned on the joined source phrases, the target branch on the joined target phrases
-(" and " between phrases). Only the *conditional* chunks are edited, as in P2P, whose controller sees the second
+(" and " between phrases); an edit that carries whole prompts (PIE-Bench) is conditioned, aligned and blended on
+those, as P2P is run on PIE-Bench. Only the *conditional* chunks are edited, as in P2P, whose controller sees the second
 half of the batch; the unconditional chunks and the source branch always run plain attention.
 
 - **Cross-attention** (every cross-attention layer, target-conditional chunk): while k < floor((T + 1) c) (P2P's
   time-word alphas have T + 1 rows; c = ``P2P_CROSS_REPLACE`` = 0.8, i.e. k = 0..11 of 15), the target's
   probabilities become the source-conditional chunk's, carried into the target's token order:
   - *replace* (every (source, target) pair has the same number of space-separated words; P2P's own check on the
-    prompts, made per pair so that words line up): P~_t = P_s M with P2P's replacement matrix;
+    prompts, made per pair so that words line up; on whole prompts, P2P's check itself): P~_t = P_s M with P2P's
+    replacement matrix;
   - *refine* (otherwise): P~_t[..., n] = a[n] P_s[..., mapper[n]] + (1 - a[n]) P_t[..., n] with P2P's global
     token alignment (unaligned target tokens keep their own maps).
   Both are one form here, P~_t = P_s M + keep * P_t (refine: M[mapper[n], n] = a[n], keep = 1 - a; replace:
@@ -46,7 +48,7 @@ from ..processors import (
 )
 from ..sampler import StepState
 from ..steps import StepController, select
-from ..text import joined_prompt, layout_prompt
+from ..text import edit_layouts, edit_texts
 from .base import EditBatch, Method, MethodRun, joined_conditioning, register
 from .seq_aligner import MAX_LENGTH, prompt_ids, refinement_mapper, replacement_mapper, split_words, word_tokens
 
@@ -88,16 +90,21 @@ class PromptAlignment:
     alphas: torch.Tensor | None = None  # refine: (77,) 1 where aligned
 
 
-def uses_replacement(pairs: Sequence[tuple[str, str]]) -> bool:
-    """Replace iff every (source, target) pair has the same number of space-separated words."""
+def uses_replacement(pairs: Sequence[tuple[str, str]], prompts: tuple[str, str] | None = None) -> bool:
+    """Replace iff every (source, target) pair has the same number of space-separated words; for an edit with
+    whole prompts, iff its two prompts have (P2P's own check)."""
+    if prompts is not None:
+        source, target = edit_texts(pairs, prompts)
+        return len(split_words(source)) == len(split_words(target))
     return all(len(split_words(s)) == len(split_words(t)) for s, t in pairs)
 
 
-def align_prompts(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = MAX_LENGTH) -> PromptAlignment:
-    """P2P's mapper between the joined source and the joined target prompt of one edit."""
-    source = joined_prompt([s for s, _ in pairs])
-    target = joined_prompt([t for _, t in pairs])
-    if uses_replacement(pairs):
+def align_prompts(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = MAX_LENGTH,
+                  prompts: tuple[str, str] | None = None) -> PromptAlignment:
+    """P2P's mapper between the source and the target prompt of one edit: its joined phrases, or its whole
+    prompts when it has them."""
+    source, target = edit_texts(pairs, prompts)
+    if uses_replacement(pairs, prompts):
         matrix = replacement_mapper(word_tokens(tokenizer, source), word_tokens(tokenizer, target), max_length)
         return PromptAlignment("replace", source, target, matrix, torch.zeros(max_length))
     mapper, alphas = refinement_mapper(prompt_ids(tokenizer, source), prompt_ids(tokenizer, target), max_length)
@@ -107,11 +114,13 @@ def align_prompts(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int =
     return PromptAlignment("refine", source, target, matrix, 1.0 - alphas, mapper, alphas)
 
 
-def blend_words(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = MAX_LENGTH) -> torch.Tensor:
-    """(2, 77) 0/1: the tokens of every source phrase in the source prompt, of every target phrase in the target."""
+def blend_words(tokenizer, pairs: Sequence[tuple[str, str]], max_length: int = MAX_LENGTH,
+                prompts: tuple[str, str] | None = None) -> torch.Tensor:
+    """(2, 77) 0/1: the tokens of every source phrase in the source prompt, of every target phrase in the target
+    (the phrases' own positions, in the whole prompts when the edit has them)."""
     words = torch.zeros(2, max_length)
-    for row, phrases in enumerate(([s for s, _ in pairs], [t for _, t in pairs])):
-        for start, end in layout_prompt(tokenizer, phrases).spans:
+    for row, layout in enumerate(edit_layouts(tokenizer, pairs, prompts)):
+        for start, end in layout.spans:
             words[row, start:end] = 1.0
     return words
 
@@ -179,15 +188,18 @@ class PromptToPromptController(StepController):
     @classmethod
     def from_pairs(cls, tokenizer, pairs: Sequence[Sequence[tuple[str, str]]], num_steps: int, schedules, *,
                    cross_replace: float = P2P_CROSS_REPLACE, local_blend: bool = P2P_LOCAL_BLEND,
-                   blend_threshold: float = P2P_BLEND_THRESHOLD, **kwargs) -> "PromptToPromptController":
-        """The controller of B edits, each given by its (source phrase, target phrase) pairs."""
+                   blend_threshold: float = P2P_BLEND_THRESHOLD,
+                   prompts: Sequence[tuple[str, str] | None] | None = None, **kwargs) -> "PromptToPromptController":
+        """The controller of B edits, each given by its (source phrase, target phrase) pairs and, optionally, its
+        whole marked prompts (``prompts``, None per edit that has none)."""
         if len(pairs) != len(schedules):
             raise ValueError(f"{len(pairs)} edits' pairs for {len(schedules)} schedules")
-        alignments = [align_prompts(tokenizer, p) for p in pairs]
+        prompts = list(prompts) if prompts else [None] * len(pairs)
+        alignments = [align_prompts(tokenizer, p, prompts=w) for p, w in zip(pairs, prompts)]
         blend = None
         if local_blend:
-            blend = PromptToPromptBlend(torch.stack([blend_words(tokenizer, p) for p in pairs]), num_steps,
-                                        blend_threshold)
+            blend = PromptToPromptBlend(torch.stack([blend_words(tokenizer, p, prompts=w)
+                                                     for p, w in zip(pairs, prompts)]), num_steps, blend_threshold)
         return cls(num_steps, schedules=schedules, matrices=torch.stack([a.matrix for a in alignments]),
                    keep=torch.stack([a.keep for a in alignments]), cross_replace=cross_replace,
                    modes=tuple(a.mode for a in alignments), blend=blend, **kwargs)
@@ -312,6 +324,7 @@ class PromptToPrompt(Method):
         opt = self.options
         controller = PromptToPromptController.from_pairs(
             batch.tokenizer, [list(p) for p in batch.pairs], batch.num_steps, list(batch.schedules),
-            cross_replace=opt.cross_replace, local_blend=opt.local_blend, blend_threshold=opt.blend_threshold)
+            cross_replace=opt.cross_replace, local_blend=opt.local_blend, blend_threshold=opt.blend_threshold,
+            prompts=batch.edit_prompts())
         return MethodRun(joined_conditioning(batch), controller, p2p_processors(controller, batch.blocks),
                          records=[{"background_blending": False, "p2p_mode": m} for m in controller.modes])
