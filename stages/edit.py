@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from _common import atomic_dir, edit_type_of, load_params, model_name
 
 from ale_edit.atomic import atomic_path, write_json
+from ale_edit.bench.instances import ERROR_COLUMN, split_failed
 from ale_edit.bench.runner import collect, make_jobs, run_jobs, settings_identity, shard, timings
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ale_edit.editor import Editor
@@ -45,8 +46,11 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, shard_inde
     out = Path(out or f"results/{key}")
     table = pd.read_parquet(edits)
     table = table[table["edit_type"] == edit_type.name].reset_index(drop=True)
+    has_errors = ERROR_COLUMN in table.columns  # PIE-Bench: entries without a pair are carried, not edited
+    table, failed = split_failed(table)
     name = model_name(params, "diffusion")
-    click.echo(f"edit {edit_type.name}: {len(table)} edits, method {settings.method} (compat {settings.compat}), "
+    carried = f" ({len(failed)} error rows carried)" if len(failed) else ""
+    click.echo(f"edit {edit_type.name}: {len(table)} edits{carried}, method {settings.method} (compat {settings.compat}), "
                f"{settings.steps} steps at {settings.size} px, batch {params['edit']['batch_size']}, model {name}"
                + (f", shard {shard_index + 1} of {num_shards}" if num_shards > 1 else ""))
     bench = Path(bench)
@@ -58,7 +62,8 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, shard_inde
     text = TextEncoder(models.tokenizer, models.text_encoder, encoder_id(name, models.dtype))
     cached = text.load(embeddings)
     editor = Editor(models, settings, text_encoder=text)
-    jobs = make_jobs(table, image_paths, mask_records, Path(masks), schedule=float(params["schedule"][key]),
+    schedule = float(params["schedule"][key])
+    jobs = make_jobs(table, image_paths, mask_records, Path(masks), schedule=schedule,
                      seed=int(params["edit"]["seed"]), identity=settings_identity(editor))
     work = WORK / "edit" / key
     done_now = run_jobs(editor, shard(jobs, shard_index, num_shards), work,
@@ -69,7 +74,7 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, shard_inde
         return
     seconds = timings(jobs, work)
     with atomic_dir(out) as tmp:
-        results = collect(jobs, work, tmp)
+        results = collect(jobs, work, tmp, failed=failed if has_errors else None, schedule=schedule)
         with atomic_path(tmp / "edits.parquet") as path:
             pq.write_table(pa.Table.from_pandas(results, preserve_index=False), path)
     for job in jobs:  # the results are safely in place: the work copies are no longer needed

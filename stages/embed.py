@@ -7,16 +7,23 @@ import pandas as pd
 
 from _common import load_params, model_name
 
+from ale_edit.bench.instances import row_prompts, split_failed
 from ale_edit.embeddings import TextEncoder, encoder_id
 from ale_edit.models import load_text_encoder
-from ale_edit.text import JOINER
+from ale_edit.text import JOINER, edit_texts
 
 
 def texts_for(table: pd.DataFrame) -> list[str]:
-    """The empty prompt, the joined source and target prompts, and every phrase alone."""
+    """The empty prompt, the joined source and target prompts, every phrase alone, and the whole prompts of the
+    edits that have them (PIE-Bench)."""
     texts = {""}
-    for sources, targets in zip(table["sources"], table["targets"]):
+    table = split_failed(table)[0]
+    for row in table.itertuples(index=False):
+        sources, targets = list(row.sources), list(row.targets)
         texts.update([JOINER.join(sources), JOINER.join(targets), *sources, *targets])
+        prompts = row_prompts(row)
+        if prompts is not None:
+            texts.update(edit_texts(list(zip(sources, targets)), prompts))
     return sorted(texts)
 
 

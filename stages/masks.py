@@ -12,6 +12,7 @@ from _common import atomic_dir, load_params, model_name
 
 from ale_edit.atomic import write_json
 from ale_edit.bench.edit_masks import build_edit_masks, mask_phrase_sets
+from ale_edit.bench.instances import split_failed
 from ale_edit.images import working_size
 from ale_edit.io import load_image
 
@@ -28,7 +29,7 @@ def main(params_file, bench, edits, out):
     manifest = json.loads((bench / "manifest.json").read_text())
     entries = {e["image"]: e for e in manifest["images"]}
     manual_root = Path(p["manual_dir"]) if p.get("manual_dir") else bench / "masks"
-    sets = mask_phrase_sets(pd.read_parquet(edits))
+    sets = mask_phrase_sets(split_failed(pd.read_parquet(edits))[0])  # an error row (PIE-Bench) has no phrase
     click.echo(f"masks: {p['source']} masks for {sum(len(v) for v in sets.values())} phrase sets over {len(sets)} "
                f"images at {size} px")
     detect = None

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from ale_edit.bench.edit_masks import MASK_SOURCES
 from ale_edit.bench.names import DINO_INPUTS, MASK_WEIGHTS, TE_VARIANTS
-from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
+from ale_edit.edit_types import BENCHMARKS, EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES
 from ale_edit.models import DTYPES
 from ale_edit.options import Options, SettingError, did_you_mean, from_mapping, mapping_kwargs, option
 
@@ -24,11 +24,15 @@ MAX_SEED = 2**63 - 1
 class BenchParams(Options):
     section = "bench"
 
+    kind: str = option("ale", "ALE-Bench, or PIE-Bench (a local folder in its published layout).", choices=BENCHMARKS)
     source: str = option("https://github.com/ml-postech/ALE.git", "A git repository or a local folder.")
     rev: str | None = option(None, "The commit of a git source.")
     subdir: str = option("ale_bench", "The folder of a git source that holds the benchmark.")
     images: list[str] = field(default_factory=list, metadata={"help": "Names to keep; [] keeps all."})
     limit: int = option(0, "Keep the first N images (sorted); 0 keeps all.", minimum=0)
+    pie_types: list[str] = field(default_factory=lambda: list(PIE_EDIT_TYPES),
+                                 metadata={"help": "PIE-Bench: the edit types to materialise.",
+                                           "choices": PIE_EDIT_TYPES})
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,9 @@ class PromptsParams(Options):
     seed: int = option(42, "Seed of the generated instances.", minimum=0, maximum=MAX_SEED)
     instances: int = option(10, "Per image x edit type x number of objects.", minimum=1)
     edit_types: list[str] = field(default_factory=lambda: list(EDIT_TYPE_KEYS),
-                                  metadata={"help": "Edit types (either spelling).",
-                                            "choices": tuple(dict.fromkeys(EDIT_TYPE_KEYS + EDIT_TYPES))})
+                                  metadata={"help": "Edit types (either spelling); PIE-Bench's with bench.kind pie.",
+                                            "choices": tuple(dict.fromkeys(EDIT_TYPE_KEYS + EDIT_TYPES
+                                                                           + PIE_EDIT_TYPES))})
     object_counts: list[int] = field(default_factory=lambda: [1, 2, 3],
                                      metadata={"help": "Objects per edit.", "choices": (1, 2, 3)})
 
@@ -86,6 +91,10 @@ class ScheduleParams(Options):
     material: float = option(0.6, "", minimum=0.0, maximum=1.0)
     color_object: float = option(0.5, "", minimum=0.0, maximum=1.0)
     object_material: float = option(0.5, "", minimum=0.0, maximum=1.0)
+    change_object: float = option(0.5, "PIE-Bench.", minimum=0.0, maximum=1.0)
+    change_content: float = option(0.5, "PIE-Bench.", minimum=0.0, maximum=1.0)
+    change_color: float = option(1.0, "PIE-Bench.", minimum=0.0, maximum=1.0)
+    change_material: float = option(0.6, "PIE-Bench.", minimum=0.0, maximum=1.0)
 
 
 @dataclass(frozen=True)
@@ -131,3 +140,28 @@ def check_params(params: Mapping[str, Any]) -> None:
         if method in params:
             EditSettings(method=method, options=dict(params[method] or {}))
     EditSettings.from_params(params)
+    check_benchmark_types(params)
+
+
+def check_benchmark_types(params: Mapping[str, Any]) -> None:
+    """The DVC edit and score stages are one per ``prompts.edit_types`` item: on PIE-Bench those are PIE-Bench's
+    types (materialised by ``bench.pie_types``), on ALE-Bench ALE-Bench's; a mix is named with the fix."""
+    bench, prompts = params.get("bench") or {}, params.get("prompts") or {}
+    kind = bench.get("kind", "ale")
+    types = list(prompts.get("edit_types") or [])
+    if kind == "pie":
+        pie_types = list(bench.get("pie_types", PIE_EDIT_TYPES))
+        wrong = [t for t in types if t not in pie_types]
+        if wrong:
+            raise SettingError(
+                f"bench.kind is pie: prompts.edit_types must name PIE-Bench types that bench.pie_types keeps "
+                f"({', '.join(pie_types)}), got {', '.join(map(str, wrong))}; e.g. dvc exp run -S bench.kind=pie "
+                f"-S bench.source=PATH -S 'prompts.edit_types=[{','.join(pie_types)}]'")
+        if prompts.get("mode", "official") != "official":
+            raise SettingError(f"bench.kind is pie: prompts.mode must be official (PIE-Bench's own edits), got "
+                               f"{prompts.get('mode')!r}")
+    else:
+        wrong = [t for t in types if t in PIE_EDIT_TYPES]
+        if wrong:
+            raise SettingError(f"prompts.edit_types names PIE-Bench types ({', '.join(wrong)}), which need "
+                               f"bench.kind pie")

@@ -1,4 +1,5 @@
-"""Stage prompts: the edit table (one row per edit, stable ids), imported from the authors or generated."""
+"""Stage prompts: the edit table (one row per edit, stable ids), imported from the authors or generated; on
+PIE-Bench, one edit per entry with its whole prompts, an entry without a pair kept as an error row."""
 
 import json
 from pathlib import Path
@@ -12,7 +13,8 @@ from _common import edit_type_of, load_params
 from ale_edit.atomic import atomic_path
 from ale_edit.bench.dataset import load_prompt_instances
 from ale_edit.bench.instances import edit_table, generate_instances, load_attribute_dictionary
-from ale_edit.bench.materialize import load_objects
+from ale_edit.bench.materialize import load_objects, manifest_kind
+from ale_edit.bench.pie import pie_edit_table
 from ale_edit.errors import EditInputError
 
 
@@ -24,6 +26,8 @@ from ale_edit.errors import EditInputError
 def main(params_file, bench, dictionary, out):
     p = load_params(params_file)["prompts"]
     manifest = json.loads((Path(bench) / "manifest.json").read_text())
+    if manifest_kind(manifest) == "pie":
+        return pie(p, manifest, out)
     objects = load_objects(manifest)
     types = [edit_type_of(k).name for k in p["edit_types"]]
     counts, n = [int(c) for c in p["object_counts"]], int(p["instances"])
@@ -47,9 +51,22 @@ def main(params_file, bench, dictionary, out):
         table = edit_table(instances)
     except EditInputError as exc:
         raise click.ClickException(str(exc)) from exc
+    write_table(table, out)
+    click.echo(f"prompts ({p['mode']}): {len(table)} edits over {table['image'].nunique()} images -> {out}")
+
+
+def pie(p, manifest, out):
+    types = [edit_type_of(k).name for k in p["edit_types"]]
+    table = pie_edit_table(manifest, types)
+    write_table(table, out)
+    failed = int(table["error"].notna().sum())
+    click.echo(f"prompts (PIE-Bench): {len(table)} edits of {', '.join(types)}, {failed} of them error rows (no pair) "
+               f"-> {out}")
+
+
+def write_table(table, out):
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
-    click.echo(f"prompts ({p['mode']}): {len(table)} edits over {table['image'].nunique()} images -> {out}")
 
 
 if __name__ == "__main__":

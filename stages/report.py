@@ -1,6 +1,7 @@
 """Stage report: ALE-Bench metrics over every edit type (metrics/ale_bench.json: the paper's Table 1 columns overall
 and by type, the DVC metrics; metrics/ale_bench_detail.json: the full aggregate and the scoring settings), a per-type
-table for ``dvc plots``, and image grids (source | masks | edited) of a few edits per type."""
+table for ``dvc plots``, and image grids (source | masks | edited) of a few edits per type. On PIE-Bench the same
+files hold Table 14's columns (the scores' settings say which benchmark)."""
 
 import json
 from pathlib import Path
@@ -14,6 +15,7 @@ from _common import atomic_dir, edit_type_of, load_params
 from ale_edit.atomic import atomic_path, save_image, write_json
 from ale_edit.bench.aggregate import aggregate_tables, headline_metrics, to_jsonable
 from ale_edit.bench.figures import edit_grid
+from ale_edit.bench.instances import split_failed
 from ale_edit.bench.names import METRIC_COLUMNS
 from ale_edit.io import load_image, load_mask
 
@@ -49,7 +51,7 @@ def main(params_file, bench, metrics_file, detail_file, plots_dir):
     with atomic_dir(plots / "grids") as tmp:
         for t in types:
             results = Path("results") / t.key
-            table = pd.read_parquet(results / "edits.parquet")
+            table = split_failed(pd.read_parquet(results / "edits.parquet"))[0]  # error rows have no image
             table = table.sort_values("edit_id").head(n) if len(table) else table
             rows = []
             for row in table.itertuples(index=False):

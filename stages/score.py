@@ -1,11 +1,14 @@
-"""Stage score: the ALE-Bench metrics of one edit type's results (per-edit Parquet and aggregate JSON)."""
+"""Stage score: the metrics of one edit type's results (per-edit Parquet and aggregate JSON), on ALE-Bench or, with
+PIE-Bench's conventions, on PIE-Bench (the benchmark its manifest holds)."""
 
+import json
 from pathlib import Path
 
 import click
 
 from _common import atomic_dir, edit_type_of, load_params, model_name
 
+from ale_edit.bench.materialize import manifest_kind
 from ale_edit.bench.settings import score_settings_from_params
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ale_edit.errors import EditInputError
@@ -24,7 +27,8 @@ def main(type_key, params_file, bench, results, out):
     p = params["score"]
     results, out = Path(results or f"results/{edit_type.key}"), Path(out or f"scores/{edit_type.key}")
     # score.mask_weights / score.te_variant null: from edit.compat (none: binary, mean; authors: soft, joined)
-    settings = score_settings_from_params(p, params["edit"].get("compat", "none"))
+    benchmark = manifest_kind(json.loads((Path(bench) / "manifest.json").read_text()))
+    settings = score_settings_from_params(p, params["edit"].get("compat", "none"), benchmark)
     click.echo(f"score {edit_type.name}: {results}, mask weights {settings.mask_weights}, reported TE "
                f"{settings.te_variant}, CLIP {model_name(params, 'clip')}, batch {p['batch_size']}")
     # The metric libraries (torchmetrics, torchvision, transformers) are imported once the plan is out.

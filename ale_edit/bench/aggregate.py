@@ -1,5 +1,7 @@
 """Aggregates of a per-edit score table: the full detail (every metric by type, by object count and by both, with
-counts) and the headline (the paper's Table 1 columns, overall and by edit type) that DVC shows and diffs.
+counts) and the headline (the paper's Table 1 columns, overall and by edit type) that DVC shows and diffs. On
+PIE-Bench (the settings' ``benchmark``) the types are PIE-Bench's and the headline has Table 14's columns: Table 1's
+without TI (one edited object per image).
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .dataset import EDIT_TYPES, OBJECT_COUNTS
+from ..edit_types import benchmark_types
+from .dataset import OBJECT_COUNTS
 from .names import METRIC_COLUMNS, TE_VARIANTS
 
 # The paper's Table 1 columns in its order, TE standing for the reported variant's column.
 TE = "te"
 TABLE1_METRICS = (TE, "ti_leakage", "structure_distance", "edited_clip", "bg_psnr", "bg_lpips", "bg_mse", "bg_ssim")
+TABLE14_METRICS = tuple(m for m in TABLE1_METRICS if m != "ti_leakage")  # PIE-Bench: one object, no TI
+PIE_OBJECT_COUNTS = (1,)
 SETTINGS_KEY = "settings"
 INPUTS_KEY = "inputs"  # in the settings: what one table scored (folders, layout); tables of one run differ in it
 
@@ -42,8 +47,11 @@ def aggregate(per_edit: pd.DataFrame, settings: Mapping | None = None) -> dict:
     writing JSON.
     """
     settings = settings if settings is not None else per_edit.attrs.get(SETTINGS_KEY)
-    types = list(EDIT_TYPES) + sorted(set(per_edit["edit_type"]) - set(EDIT_TYPES))
-    counts = sorted(set(OBJECT_COUNTS) | {int(n) for n in per_edit["n_objects"]})
+    benchmark = benchmark_of({SETTINGS_KEY: settings or {}})
+    known = [t.name for t in benchmark_types(benchmark)]
+    types = known + sorted(set(per_edit["edit_type"]) - set(known))
+    object_counts = PIE_OBJECT_COUNTS if benchmark == "pie" else OBJECT_COUNTS
+    counts = sorted(set(object_counts) | {int(n) for n in per_edit["n_objects"]})
     out: dict = {SETTINGS_KEY: dict(settings)} if settings else {}
     out.update({
         "overall": _group_stats(per_edit),
@@ -91,22 +99,33 @@ def te_variant_of(metrics: Mapping, default: str = "mean") -> str:
     return held[0] if len(held) == 1 else default
 
 
+def benchmark_of(metrics: Mapping) -> str:
+    """The benchmark a metrics dict (an aggregate or a headline) scores: its settings' ``benchmark``, else
+    ``"ale"`` (ALE-Bench's settings name none)."""
+    return (metrics.get(SETTINGS_KEY) or {}).get("benchmark", "ale")
+
+
 def headline_metrics(aggregate: Mapping, te_variant: str | None = None) -> dict:
-    """The paper's Table 1 columns only: overall (with the edit and error counts) and by edit type (with the edit
-    count), from ``aggregate``'s dict. TE is the reported variant under its own column name (``te_leakage`` for
-    eq. 6, ``te_leakage_joined`` for the joined prompt), so runs that report different ones never share a key.
+    """The paper's Table 1 columns only (Table 14's on PIE-Bench): overall (with the edit and error counts) and by
+    edit type (with the edit count), from ``aggregate``'s dict. TE is the reported variant under its own column
+    name (``te_leakage`` for eq. 6, ``te_leakage_joined`` for the joined prompt), so runs that report different
+    ones never share a key. A PIE-Bench headline says so in its ``settings`` (``benchmark``), which the report
+    reads its layout from.
 
     ``te_variant`` defaults to the aggregate's settings (``"mean"`` without any).
     """
     variant = te_variant or te_variant_of(aggregate)
     if variant not in TE_VARIANTS:
         raise ValueError(f"unknown te_variant {variant!r}; choose one of {', '.join(TE_VARIANTS)}")
-    columns = [TE_VARIANTS[variant] if m == TE else m for m in TABLE1_METRICS]
+    benchmark = benchmark_of(aggregate)
+    table = TABLE14_METRICS if benchmark == "pie" else TABLE1_METRICS
+    columns = [TE_VARIANTS[variant] if m == TE else m for m in table]
 
     def pick(group: Mapping, counts: Sequence[str]) -> dict:
         return {**{c: group.get(c) for c in counts}, **{m: group.get(m) for m in columns}}
 
     return {
+        **({SETTINGS_KEY: {"benchmark": benchmark}} if benchmark != "ale" else {}),
         "overall": pick(aggregate["overall"], ("count", "errors")),
         "by_type": {t: pick(group, ("count",)) for t, group in aggregate["by_type"].items()},
     }

@@ -111,6 +111,27 @@ def generate_instances(
 
 
 EDIT_TABLE_COLUMNS = ["edit_id", "image", "edit_type", "n_objects", "index", "sources", "targets"]
+# PIE-Bench's edit table adds each edit's whole prompts, its phrase marked in [] (``ale_edit.prompts``), and the
+# reason an entry has no edit (its pair could not be formed): such a row is kept, skipped by the masks and edit
+# stages and carried to the results and scores as an error row.
+PROMPT_COLUMNS = ["source_prompt", "target_prompt"]
+ERROR_COLUMN = "error"
+PIE_EDIT_TABLE_COLUMNS = EDIT_TABLE_COLUMNS + PROMPT_COLUMNS + [ERROR_COLUMN]
+
+
+def split_failed(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rows to edit, the rows whose ``error`` says why they have no edit); a table without the column has
+    none of the latter."""
+    if ERROR_COLUMN not in table.columns:
+        return table, table.iloc[:0]
+    failed = table[ERROR_COLUMN].notna()
+    return table[~failed].reset_index(drop=True), table[failed].reset_index(drop=True)
+
+
+def row_prompts(row) -> tuple[str, str] | None:
+    """A table row's whole marked (source, target) prompts, None when the table has none (ALE-Bench)."""
+    source, target = (getattr(row, c, None) for c in PROMPT_COLUMNS)
+    return (source, target) if isinstance(source, str) and isinstance(target, str) else None
 
 
 def edit_table(instances: Iterable[PromptInstance]) -> pd.DataFrame:

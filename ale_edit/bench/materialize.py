@@ -143,7 +143,7 @@ def select_images(available: Sequence[str], names: Sequence[str] = (), limit: in
     return chosen[:limit] if limit else chosen
 
 
-def _read_image_size(path: Path) -> tuple[int, int]:
+def read_image_size(path: Path) -> tuple[int, int]:
     """The (width, height) of a benchmark image, once its pixels are known to have an 8-bit reading."""
     try:
         with Image.open(path) as im:
@@ -167,7 +167,7 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
     entries, skipped = [], []
     for name in images:
         src = image_path(source_root, name)
-        width, height = _read_image_size(src)
+        width, height = read_image_size(src)
         shutil.copyfile(src, out / "images" / src.name)
         notes, objects, source_objects = [], {}, {}
         mask_dir = source_root / "masks" / name
@@ -220,6 +220,11 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
 
 def available_images(source_root: Path) -> list[str]:
     return list_images(source_root)
+
+
+def manifest_kind(manifest: dict) -> str:
+    """The benchmark a manifest holds: ``"pie"`` (PIE-Bench), or ``"ale"`` (ALE-Bench's manifest has no kind)."""
+    return manifest.get("kind", "ale")
 
 
 def load_objects(manifest: dict) -> dict[str, list[str]]:

@@ -11,7 +11,9 @@ objects and M their union (the published PIE-Bench / ALE-Bench conventions, ``ml
   ``te_leakage_joined`` (the authors' code) = CLIP(I_e x (1 - M), " and ".join(y)). Both are always computed;
   which one a run reports as "TE" is its ``te_variant`` (``"mean"`` / ``"joined"``, see ``settings``).
 - ``ti_leakage`` (target-internal) = mean over ordered pairs i != j of CLIP(I_e x m_j, y_i); NaN for one object.
-- ``edited_clip`` = CLIP(I_e x M, y_1) for one object, else mean_i CLIP(I_e x m_i, y_i).
+- ``edited_clip`` = CLIP(I_e x M, y_1) for one object, else mean_i CLIP(I_e x m_i, y_i). On PIE-Bench the text
+  is the whole target prompt instead of the target phrase (its ``clip_similarity_target_image_edit_part``:
+  ``evaluation/evaluate.py``, the edited image times the annotation mask against the editing prompt).
 - ``structure_distance``: MSE between the cosine self-similarity matrices of the last DINO ViT-B/8 layer's keys
   (heads concatenated, CLS included) of I_s and I_e, each resized to 224 on the short side (at most 480 on the
   long side) and ImageNet-normalised. ``dino_input="published"`` (default) feeds 0-255 pixel values to that
@@ -99,11 +101,14 @@ def joined_prompt(targets: Sequence[str]) -> str:
     return " and ".join(targets)
 
 
-def clip_region_metrics(targets: Sequence[str], score: ClipScoreFn, *, has_background: bool = True) -> dict:
+def clip_region_metrics(targets: Sequence[str], score: ClipScoreFn, *, has_background: bool = True,
+                        edited_texts: Sequence[str] | None = None) -> dict:
     """TE (both variants), TI and edited-region CLIP scores of one edit from a CLIP score function.
 
     ``score(region, text)`` is CLIP(I_e x region, text), ``region`` being ``BACKGROUND`` (1 - M) or the index j of
     an edited object (m_j). Keeping this free of models lets the pairing be checked with known per-pair values.
+    ``edited_texts``: the text each object's region is read against for "Edited" (default: its target phrase;
+    PIE-Bench: the whole target prompt).
     """
     targets = list(targets)
     n = len(targets)
@@ -116,7 +121,8 @@ def clip_region_metrics(targets: Sequence[str], score: ClipScoreFn, *, has_backg
     # TI: the target of object i, read on the region of every other object j.
     ti = float(np.mean([score(j, targets[i]) for i in range(n) for j in range(n) if i != j])) if n > 1 else nan
     # One object: M = m_1, so CLIP(I_e x M, y_1) is region 0 with its own target.
-    edited = float(np.mean([score(i, targets[i]) for i in range(n)]))
+    edited_texts = targets if edited_texts is None else list(edited_texts)
+    edited = float(np.mean([score(i, edited_texts[i]) for i in range(n)]))
     return {"edited_clip": edited, "te_leakage": te, "te_leakage_joined": te_joined, "ti_leakage": ti}
 
 

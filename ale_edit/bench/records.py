@@ -21,10 +21,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from ..edit_types import PIE_EDIT_TYPES
 from ..errors import EditInputError
 from ..io import load_image, load_mask
+from ..prompts import unmark
 from . import dataset
 from .dataset import EDIT_TYPES, PromptInstance
+from .instances import ERROR_COLUMN, row_prompts
 from .names import BACKGROUND, MASK_WEIGHTS, Region
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,9 @@ class EditRecord:
 
     ``masks`` maps phrases to mask files; it must hold every source phrase of ``edits`` (it may hold more: only the
     edited objects' masks are used). ``input_error``, when set, is a problem found while building the record (for
-    example a benchmark folder with two masks for one phrase); the edit is then recorded as failed with it.
+    example a benchmark folder with two masks for one phrase, or a PIE-Bench entry without a pair); the edit is
+    then recorded as failed with it. ``target_prompt`` (PIE-Bench): the whole target prompt, which its "Edited"
+    score reads the edited region against, as PIE-Bench's ``clip_similarity_target_image_edit_part``.
     """
 
     edit_id: str
@@ -52,16 +57,17 @@ class EditRecord:
     image: str = ""
     index: int = -1
     input_error: str | None = None
+    target_prompt: str | None = None
 
     @classmethod
     def for_instance(cls, instance: PromptInstance, *, source_image: Path, edited_image: Path,
                      masks: Mapping[str, Path], edit_id: str | None = None,
-                     input_error: str | None = None) -> "EditRecord":
+                     input_error: str | None = None, target_prompt: str | None = None) -> "EditRecord":
         """The record of a benchmark instance (its key is the edit id unless ``edit_id`` says otherwise)."""
         return cls(
             edit_id=edit_id or instance.key, source_image=Path(source_image), edited_image=Path(edited_image),
             masks=masks, edits=instance.edits, edit_type=instance.edit_type, n_objects=instance.n_objects,
-            image=instance.image, index=instance.index, input_error=input_error,
+            image=instance.image, index=instance.index, input_error=input_error, target_prompt=target_prompt,
         )
 
     @property
@@ -180,8 +186,9 @@ def check_record(record: EditRecord) -> None:
     """Raise ``EditInputError`` when a record cannot be scored whatever its files hold."""
     if record.input_error:
         raise EditInputError(record.input_error)
-    if record.edit_type not in EDIT_TYPES:
-        raise EditInputError(f"unknown edit type {record.edit_type!r}; known: {', '.join(EDIT_TYPES)}")
+    if record.edit_type not in EDIT_TYPES + PIE_EDIT_TYPES:
+        raise EditInputError(f"unknown edit type {record.edit_type!r}; known: {', '.join(EDIT_TYPES)} (ALE-Bench), "
+                             f"{', '.join(PIE_EDIT_TYPES)} (PIE-Bench)")
     if not record.edits:
         raise EditInputError("the edit has no (source, target) pairs")
     if len(record.edits) != record.n_objects:
@@ -287,6 +294,9 @@ def records_from_edit_table(
     The materialised benchmark's masks (``objects``) are binarised; soft weights need the source's own masks,
     which its manifest lists under ``source_objects``. Without them ``"soft"`` is an error rather than a silent
     binary score.
+
+    A PIE-Bench table's row with an ``error`` (no pair) becomes a record failed with it; its whole target prompt,
+    without the marks, is the record's ``target_prompt``.
     """
     results_dir, bench_dir = Path(results_dir), Path(bench_dir)
     manifest = json.loads((bench_dir / "manifest.json").read_text())
@@ -304,9 +314,15 @@ def records_from_edit_table(
         entry = entries[row.image]
         instance = PromptInstance(row.image, int(row.n_objects), row.edit_type, int(row.index),
                                   tuple((str(s), str(t)) for s, t in zip(row.sources, row.targets)))
+        prompts = row_prompts(row)
+        error = getattr(row, ERROR_COLUMN, None)
         records.append(EditRecord.for_instance(
             instance, edit_id=row.edit_id, source_image=bench_dir / entry["file"],
-            edited_image=results_dir / row.path, masks={p: bench_dir / f for p, f in entry[masks_key].items()},
+            # An error row (PIE-Bench, no pair) has no image: its record fails with its error before any is read.
+            edited_image=results_dir / (row.path if isinstance(row.path, str) else ""),
+            masks={p: bench_dir / f for p, f in entry[masks_key].items()},
+            input_error=error if isinstance(error, str) else None,
+            target_prompt=unmark(prompts[1]) if prompts else None,
         ))
     return records
 

@@ -1,4 +1,5 @@
-"""Comparison tables of scored runs in the layout of the paper's Table 1 (and its per-type / per-count tables).
+"""Comparison tables of scored runs in the layout of the paper's Table 1 (and its per-type / per-count tables), and
+of its Table 14 for PIE-Bench runs (Table 1's columns without TI: one edited object per image).
 
 A run is a label and the metrics dict that scoring writes: the full aggregate (``overall``, ``by_type``,
 ``by_objects``, ...) or its headline (``overall`` and ``by_type`` only, what DVC shows), with the full one then
@@ -18,7 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
-from .aggregate import te_variant_of
+from .aggregate import SETTINGS_KEY, benchmark_of, te_variant_of
 from .metrics import TE_VARIANT_LABELS, TE_VARIANTS
 
 # (metric key, column title, scale): the paper's Table 1 columns after TE, in its order and units.
@@ -31,6 +32,10 @@ TABLE1 = (
     ("bg_mse", "MSE ×10⁴ ↓", 1e4),
     ("bg_ssim", "SSIM ×10² ↑", 1e2),
 )
+TABLE14 = tuple(column for column in TABLE1 if column[0] != "ti_leakage")
+# The tables each benchmark's runs are written as, by file name: (name, group).
+TABLES = {"ale": (("table1", "overall"), ("by_type", "by_type"), ("by_objects", "by_objects")),
+          "pie": (("table14", "overall"), ("table14_by_type", "by_type"))}
 
 
 @dataclass
@@ -45,6 +50,14 @@ class Run:
     @property
     def te_variant(self) -> str:
         return te_variant_of(self.metrics)
+
+    @property
+    def benchmark(self) -> str:
+        """``"ale"`` or ``"pie"``: from the metrics' settings, else the detail's, else the run's ``bench.kind``."""
+        for metrics in (self.metrics, self.detail or {}):
+            if "benchmark" in (metrics.get(SETTINGS_KEY) or {}):
+                return benchmark_of(metrics)
+        return str((self.params.get("bench") or {}).get("kind", "ale"))
 
     def group_stats(self, group: str) -> Mapping:
         """``overall``, ``by_type`` or ``by_objects`` of the run: from its metrics, else from its detail."""
@@ -109,15 +122,30 @@ def _value(group: Mapping | None, key: str, scale: float) -> float:
     return value * scale
 
 
+def runs_by_benchmark(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """The runs of each benchmark, ALE-Bench's first."""
+    out: dict[str, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: r.benchmark != "ale"):
+        out.setdefault(run.benchmark, []).append(run)
+    return out
+
+
 def comparison_table(runs: Sequence[Run], group: str = "overall") -> pd.DataFrame:
     """One row per run (per type or object count, then run, for ``by_type`` / ``by_objects``), the Table 1
-    columns, and the number of edits behind each row. Groups without edits, and runs without the group (a
-    headline without its detail, for ``by_objects``), are left out."""
+    columns (Table 14's for PIE-Bench runs), and the number of edits behind each row. Groups without edits, and
+    runs without the group (a headline without its detail, for ``by_objects``), are left out. Runs of both
+    benchmarks do not share a table (``runs_by_benchmark`` splits them)."""
+    benchmarks = sorted({run.benchmark for run in runs})
+    if len(benchmarks) > 1:
+        raise ValueError(f"runs of {' and '.join(benchmarks)} do not share a table: "
+                         f"{', '.join(f'{r.label} ({r.benchmark})' for r in runs)}")
+    columns = TABLE14 if benchmarks == ["pie"] else TABLE1
     variants = te_variants(runs)
     rows = []
     if group == "overall":
         for run in runs:
-            rows.append({"method": run.label, **_columns(run.group_stats("overall"), run.te_variant, variants)})
+            rows.append({"method": run.label, **_columns(run.group_stats("overall"), run.te_variant, variants,
+                                                         columns)})
     else:
         names = list(dict.fromkeys(name for run in runs for name in run.group_stats(group)))
         for name in names:
@@ -125,14 +153,14 @@ def comparison_table(runs: Sequence[Run], group: str = "overall") -> pd.DataFram
                 stats = run.group_stats(group).get(name)
                 if stats and int(stats.get("count", 0) or 0) > 0:
                     rows.append({"group": name, "method": run.label,
-                                 **_columns(stats, run.te_variant, variants)})
+                                 **_columns(stats, run.te_variant, variants, columns)})
     return pd.DataFrame(rows)
 
 
-def _columns(stats: Mapping, variant: str, variants: Sequence[str]) -> dict:
+def _columns(stats: Mapping, variant: str, variants: Sequence[str], columns: Sequence = TABLE1) -> dict:
     # One TE column per variant in the table; a run fills only its own variant's.
     out = {te_title(v): _value(stats, TE_VARIANTS[v], 1.0) if v == variant else math.nan for v in variants}
-    out.update({title: _value(stats, key, scale) for key, title, scale in TABLE1})
+    out.update({title: _value(stats, key, scale) for key, title, scale in columns})
     out["edits"] = int(stats.get("count", 0) or 0)
     return out
 

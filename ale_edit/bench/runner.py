@@ -24,6 +24,7 @@ from ..atomic import save_image, write_json
 from ..editor import EditRequest, Editor
 from ..io import load_image, load_mask
 from .edit_masks import phrase_set_key
+from .instances import ERROR_COLUMN, PROMPT_COLUMNS, row_prompts
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -45,6 +46,7 @@ class EditJob:
     mask_origins: dict[str, str]
     schedule: float
     seed: int
+    prompts: tuple[str, str] | None = None  # the whole marked prompts (PIE-Bench), for whole-prompt methods
     fingerprint: str = ""
 
     @property
@@ -77,9 +79,11 @@ def make_jobs(
             origins[phrase] = record["origin"]
         job = EditJob(row.edit_id, row.image, row.edit_type, int(row.n_objects), int(row.index),
                       list(zip(row.sources, row.targets)), Path(image_paths[row.image]), masks, origins,
-                      float(schedule), int(seed))
+                      float(schedule), int(seed), row_prompts(row))
+        # The prompts join the edit's identity only when it has them: ALE-Bench's fingerprints stay as they were.
+        edit = [job.edit_id, job.pairs, job.schedule, job.seed] + ([list(job.prompts)] if job.prompts else [])
         digest = {
-            "edit": [job.edit_id, job.pairs, job.schedule, job.seed],
+            "edit": edit,
             "image": file_digest(job.image_path),
             "masks": {p: (file_digest(f) if f else None) for p, f in masks.items()},
             "identity": identity,
@@ -113,7 +117,7 @@ def run_jobs(editor: Editor, jobs: Sequence[EditJob], work: Path, *, batch_size:
             # and does the one resize of the image itself.
             masks = {p: load_mask(f, name=p) for p, f in job.masks.items() if f is not None}
             requests.append(EditRequest(load_image(job.image_path), job.pairs, masks, edit_type=job.edit_type,
-                                        schedule=job.schedule, seed=job.seed))
+                                        schedule=job.schedule, seed=job.seed, prompts=job.prompts))
         for job, result in zip(batch, editor.edit_batch(requests)):
             # The editor's record, plus where each mask came from in the pipeline (manual / detected / missing).
             record = dict(result.record, edit_id=job.edit_id, mask_origins=job.mask_origins)
@@ -131,9 +135,14 @@ def timings(jobs: Sequence[EditJob], work: Path) -> dict[str, float]:
             if is_done(j, work)}
 
 
-def collect(jobs: Sequence[EditJob], work: Path, out: Path) -> pd.DataFrame:
+def collect(jobs: Sequence[EditJob], work: Path, out: Path, *, failed: pd.DataFrame | None = None,
+            schedule: float | None = None) -> pd.DataFrame:
     """Move finished edits into ``out`` (authors' layout) and return the results table; every job must be done.
-    The table holds only what the settings determine (no times), so identical runs give identical tables."""
+    The table holds only what the settings determine (no times), so identical runs give identical tables.
+
+    ``failed`` (PIE-Bench): the edit table's error rows, carried into the results as rows without an image, with
+    their reason in ``error``; the table then also has each edit's whole prompts, and is in edit id order.
+    """
     missing = [j.edit_id for j in jobs if not is_done(j, work)]
     if missing:
         raise RuntimeError(f"{len(missing)} edits are not done yet (first: {missing[:3]})")
@@ -151,7 +160,20 @@ def collect(jobs: Sequence[EditJob], work: Path, out: Path) -> pd.DataFrame:
             "warnings": record.get("warnings", []),
             "background_blending": bool(record["background_blending"]), "fingerprint": job.fingerprint,
         })
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        if failed is not None:
+            rows[-1].update(dict(zip(PROMPT_COLUMNS, job.prompts or (None, None))), error=None)
+    if failed is None:
+        return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    for row in failed.itertuples(index=False):
+        rows.append({
+            "edit_id": row.edit_id, "image": row.image, "edit_type": row.edit_type, "n_objects": int(row.n_objects),
+            "index": int(row.index), "sources": list(row.sources), "targets": list(row.targets), "path": None,
+            "schedule": schedule, "mask_sources": json.dumps({}), "fallbacks": [], "warnings": [],
+            "background_blending": False, "fingerprint": None,
+            **{c: getattr(row, c) for c in PROMPT_COLUMNS}, ERROR_COLUMN: getattr(row, ERROR_COLUMN),
+        })
+    rows.sort(key=lambda r: r["edit_id"])
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS + PROMPT_COLUMNS + [ERROR_COLUMN])
 
 
 RESULT_COLUMNS = ["edit_id", "image", "edit_type", "n_objects", "index", "sources", "targets", "path",

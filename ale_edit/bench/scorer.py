@@ -82,6 +82,12 @@ class _MaskedImages(collections.abc.Sequence):
         return weighted_pixels(edit.edited, edit.region_weight(region))
 
 
+def edited_texts(record: EditRecord) -> tuple[str, ...]:
+    """The texts "Edited" reads each object's region against: its target phrase, or the whole target prompt of a
+    PIE-Bench edit (one object)."""
+    return (record.target_prompt,) * len(record.targets) if record.target_prompt else tuple(record.targets)
+
+
 def empty_row(record: EditRecord) -> dict:
     """The per-edit row of ``record`` with every metric NaN and no error."""
     row = {
@@ -248,7 +254,8 @@ class Scorer:
                 owners.append((k, BACKGROUND))
             owners += [(k, j) for j in range(len(edit.object_masks))]
         texts = list(dict.fromkeys(
-            t for _, edit in batch for t in (*edit.record.targets, joined_prompt(edit.record.targets))
+            t for _, edit in batch for t in (*edit.record.targets, joined_prompt(edit.record.targets),
+                                             *edited_texts(edit.record))
         ))
         scores = self.clip_scores(_MaskedImages(batch, owners), texts, batch_size=batch_size)
         row_of = {owner: i for i, owner in enumerate(owners)}
@@ -257,7 +264,8 @@ class Scorer:
             def score(region: Region, text: str, k=k) -> float:
                 return float(scores[row_of[(k, region)], col_of[text]])
 
-            row.update(clip_region_metrics(edit.record.targets, score, has_background=edit.has_background))
+            row.update(clip_region_metrics(edit.record.targets, score, has_background=edit.has_background,
+                                           edited_texts=edited_texts(edit.record)))
 
     def _structure_metrics(self, batch: list[tuple[dict, PreparedEdit]], batch_size: int) -> None:
         keys = [(str(edit.record.source_image), edit.source.shape) for _, edit in batch]

@@ -1,4 +1,5 @@
-"""``ale-edit report``: the paper's Table 1 (and per-type, per-object-count tables) over scored runs."""
+"""``ale-edit report``: the paper's Table 1 (and per-type, per-object-count tables) over scored runs; its Table 14
+(and per-type table) over PIE-Bench runs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from PIL import Image
 
 from ..atomic import atomic_path
 from ..bench.report import (
-    Run, attach_details, comparison_table, runs_from_dvc_experiments, runs_without, te_note, to_markdown,
+    TABLES, Run, attach_details, comparison_table, runs_by_benchmark, runs_from_dvc_experiments, runs_without, te_note,
+    to_markdown,
 )
 
 DETAIL_FILE = "metrics/ale_bench_detail.json"
@@ -71,6 +73,14 @@ def _dvc_detail(detail_file: str):
     return load
 
 
+def _bench_kind(bench: Path) -> str:
+    """The benchmark of a --bench folder: its manifest's (a materialised benchmark), else ALE-Bench's layout."""
+    from ..bench.materialize import manifest_kind
+
+    manifest = bench / "manifest.json"
+    return manifest_kind(json.loads(manifest.read_text())) if manifest.is_file() else "ale"
+
+
 def _method_grid(images: dict[str, dict], bench: Path, n: int):
     from ..bench.dataset import image_path
     from ..bench.figures import method_grid
@@ -104,8 +114,9 @@ def _method_grid(images: dict[str, dict], bench: Path, n: int):
               help="Edits (rows) in the method grid: the first edit ids that every method has.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Folder for the tables.")
 def report(run_args, dvc_experiments, detail_file, results_args, bench, grid_edits, out):
-    """Compare runs: writes table1, by_type and by_objects as Markdown and CSV, and with --bench a grid of the
-    same edits by every method (method_grid.png).
+    """Compare runs: writes table1, by_type and by_objects as Markdown and CSV (PIE-Bench runs, by their scores'
+    settings: table14 and table14_by_type), and with --bench a grid of the same edits by every method of that
+    benchmark (method_grid.png).
 
     TE is each run's reported variant (eq. 6 or the joined prompt), named in the column's title; runs reporting
     different variants get separate TE columns. Runs whose metrics are a headline without the per-count groups
@@ -130,26 +141,32 @@ def report(run_args, dvc_experiments, detail_file, results_args, bench, grid_edi
     if not runs:
         raise click.UsageError("no runs: give --run LABEL=METRICS_JSON or --dvc-experiments")
     out.mkdir(parents=True, exist_ok=True)
-    for name, group in (("table1", "overall"), ("by_type", "by_type"), ("by_objects", "by_objects")):
-        table = comparison_table(runs, group)
-        with atomic_path(out / f"{name}.csv") as tmp:
-            table.to_csv(tmp, index=False)
-        with atomic_path(out / f"{name}.md") as tmp:
-            tmp.write_text(to_markdown(table) + "\n", encoding="utf-8")
+    by_benchmark = runs_by_benchmark(runs)
+    written = []
+    for benchmark, benchmark_runs in by_benchmark.items():
+        for name, group in TABLES[benchmark]:
+            table = comparison_table(benchmark_runs, group)
+            with atomic_path(out / f"{name}.csv") as tmp:
+                table.to_csv(tmp, index=False)
+            with atomic_path(out / f"{name}.md") as tmp:
+                tmp.write_text(to_markdown(table) + "\n", encoding="utf-8")
+            written.append(name)
     if bench is not None:
         images = {label: _folder_images(Path(folder)) for label, folder in (_assignment(a, "--results")
                                                                               for a in results_args)}
         if dvc_experiments:
-            images.update({run.label: _dvc_images(run.rev_sha) for run in runs if run.rev_sha})
+            kind = _bench_kind(bench)  # the grid shows the runs of the benchmark whose images it draws
+            images.update({run.label: _dvc_images(run.rev_sha) for run in runs if run.rev_sha and run.benchmark == kind})
         if not images:
             raise click.UsageError("a method grid needs edited images: --results LABEL=DIR or --dvc-experiments")
         grid = _method_grid(images, bench, grid_edits)
         with atomic_path(out / "method_grid.png") as tmp:
             grid.save(tmp, format="PNG")
-    click.echo(to_markdown(comparison_table(runs, "overall")))
-    click.echo(te_note(runs))
-    for group in ("by_type", "by_objects"):
-        missing = runs_without(runs, group)
-        if missing:
-            click.echo(f"{group}: left out for {', '.join(missing)} (their metrics hold no {group} table)")
-    click.echo(f"wrote table1, by_type and by_objects (.md, .csv) for {len(runs)} runs to {out}")
+    for benchmark, benchmark_runs in by_benchmark.items():
+        click.echo(to_markdown(comparison_table(benchmark_runs, "overall")))
+        click.echo(te_note(benchmark_runs))
+        for _, group in TABLES[benchmark][1:]:
+            missing = runs_without(benchmark_runs, group)
+            if missing:
+                click.echo(f"{group}: left out for {', '.join(missing)} (their metrics hold no {group} table)")
+    click.echo(f"wrote {', '.join(written)} (.md, .csv) for {len(runs)} runs to {out}")
