@@ -13,7 +13,7 @@ from _common import atomic_dir, edit_type_of, load_params, model_name
 from ale_edit.atomic import atomic_path, write_json
 from ale_edit.bench.instances import ERROR_COLUMN, split_failed
 from ale_edit.bench.runner import collect, make_jobs, run_jobs, settings_identity, shard, timings
-from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
+from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES
 from ale_edit.editor import Editor
 from ale_edit.embeddings import TextEncoder, encoder_id
 from ale_edit.models import load_diffusion_models
@@ -24,8 +24,9 @@ LOGS = Path("logs")
 
 
 @click.command()
-@click.option("--edit-type", "type_key", type=click.Choice(EDIT_TYPE_KEYS + EDIT_TYPES), required=True,
-              help="An edit type or its params.yaml key (color_object for color+object).")
+@click.option("--edit-type", "type_key", type=click.Choice(EDIT_TYPE_KEYS + EDIT_TYPES + PIE_EDIT_TYPES),
+              required=True, help="An edit type or its params.yaml key (color_object for color+object); on PIE-Bench "
+                                  "one of its types (change_color).")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--bench", default="data/bench", show_default=True)
 @click.option("--edits", default="data/prompts/edits.parquet", show_default=True)

@@ -10,13 +10,14 @@ from _common import atomic_dir, edit_type_of, load_params, model_name
 
 from ale_edit.bench.materialize import manifest_kind
 from ale_edit.bench.settings import score_settings_from_params
-from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
+from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES
 from ale_edit.errors import EditInputError
 
 
 @click.command()
-@click.option("--edit-type", "type_key", type=click.Choice(EDIT_TYPE_KEYS + EDIT_TYPES), required=True,
-              help="An edit type or its params.yaml key (color_object for color+object).")
+@click.option("--edit-type", "type_key", type=click.Choice(EDIT_TYPE_KEYS + EDIT_TYPES + PIE_EDIT_TYPES),
+              required=True, help="An edit type or its params.yaml key (color_object for color+object); on PIE-Bench "
+                                  "one of its types (change_color).")
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--bench", default="data/bench", show_default=True)
 @click.option("--results", default=None, help="[default: results/<type key>]")

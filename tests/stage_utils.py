@@ -59,6 +59,11 @@ def sh(cmd, cwd, **kw) -> str:
     return result.stdout + result.stderr
 
 
+def ran_stages(output: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
 def make_project(tmp: Path, params: dict, *, commit: bool = True) -> Path:
     """A fresh git + DVC repository holding the project's pipeline, code and data dictionaries."""
     project = tmp / "project"

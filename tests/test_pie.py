@@ -18,7 +18,7 @@ from ale_edit.bench.names import METRIC_COLUMNS
 from ale_edit.bench.pie import PairError, decode_mask, edit_pair, load_512, runs_past_end
 from ale_edit.bench.report import Run, comparison_table
 from pie_fixture import ENTRIES, PAIRS, box_mask, encode_mask, write_pie_bench
-from stage_utils import ROOT, load_stage, write_params
+from stage_utils import DVC, ROOT, load_stage, make_project, ran_stages, sh, write_params
 
 sys.path.insert(0, str(ROOT / "stages"))
 import params as schema  # noqa: E402  (stages/params.py: params.yaml's schema)
@@ -246,3 +246,65 @@ def test_pie_headline_and_table_have_table_14s_columns():
     assert table.iloc[0]["Edited ↑"] == 25.0 and table.iloc[0]["MSE ×10⁴ ↓"] == pytest.approx(20.0)
     with pytest.raises(ValueError, match="do not share a table"):
         comparison_table([Run("ALE-Edit", headline), Run("ALE-Edit", {"overall": group})])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+@pytest.mark.slow
+def test_pie_bench_pipeline_and_table_14_over_methods(tmp_path):
+    """`dvc repro` with bench.kind pie (ALE-Edit, PIE-Bench's annotation masks), a P2P experiment on the whole
+    prompts, and Table 14 over both from the DVC experiments."""
+    params = pie_params(write_pie_bench(tmp_path / "pie"))
+    params["prompts"]["edit_types"] = ["change_object"]  # one type keeps the test short: an edit and an error row
+    project = make_project(tmp_path, params)
+    out = sh(DVC + ["repro"], project)
+    assert ran_stages(out) == {"bench", "prompts", "masks", "embed", "edit@change_object", "score@change_object",
+                               "report"}
+    headline = json.loads((project / "metrics" / "ale_bench.json").read_text())
+    assert headline["settings"] == {"benchmark": "pie"} and "ti_leakage" not in headline["overall"]
+    assert (headline["overall"]["count"], headline["overall"]["errors"]) == (2, 1)
+    assert headline["by_type"]["change_object"]["count"] == 2 and headline["by_type"]["change_content"]["count"] == 0
+    masks = json.loads((project / "data" / "masks" / "masks.json").read_text())
+    assert [(r["phrase"], r["origin"]) for r in masks] == [("cat", "manual")]
+    scores = pd.read_parquet(project / "scores" / "change_object" / "per_edit.parquet").set_index("edit_id")
+    assert scores.loc["1/change_object/112000000001/0", "error"].startswith("blended_word is empty")
+    scored = scores.loc["1/change_object/111000000000/0"]
+    assert pd.isna(scored["error"]) and np.isfinite(scored["edited_clip"]) and pd.isna(scored["ti_leakage"])
+    sh(["git", "add", "-A"], project)
+    sh(["git", "commit", "-qm", "ALE-Edit on PIE-Bench"], project)
+
+    exp = sh(DVC + ["exp", "run", "-S", "method=p2p"], project)
+    assert ran_stages(exp) == {"edit@change_object", "score@change_object", "report"}
+    sh([sys.executable, "-m", "ale_edit.cli", "report", "--dvc-experiments", "--bench", "data/bench",
+        "--grid-edits", "2", "-o", "reports"], project)
+    table = pd.read_csv(project / "reports" / "table14.csv")
+    assert list(table.columns) == ["method", "TE (eq. 6) ↓", "Structure ×10³ ↓", "Edited ↑", "PSNR ↑",
+                                   "LPIPS ×10³ ↓", "MSE ×10⁴ ↓", "SSIM ×10² ↑", "edits"]
+    assert sorted(table["method"].str.split(" ").str[0]) == ["ALE-Edit", "P2P"] and set(table["edits"]) == {2}
+    assert not (project / "reports" / "table1.csv").exists()
+    assert len(pd.read_csv(project / "reports" / "table14_by_type.csv")) == 2  # two methods, one type
+    assert (project / "reports" / "method_grid.png").is_file()
+
+
+def test_auto_masks_that_miss_take_the_fallback(pie_bench, pie_dir, tmp_path, monkeypatch):
+    """Grounded-SAM (tiny) with the blend word's source phrase, forced to miss (no box scores above 1.0): the edit
+    runs without masking and without background blending, says so, and is scored."""
+    monkeypatch.chdir(tmp_path)
+    params = write_params(tmp_path / "params.yaml", pie_params(
+        pie_bench, prompts={"edit_types": ["change_color"]}, masks={"source": "auto", "box_threshold": 1.0}))
+    for stage, args in (("prompts", []), ("masks", []), ("embed", []), ("edit", ["--edit-type", "change_color"]),
+                        ("score", ["--edit-type", "change_color"])):
+        bench = [] if stage == "embed" else ["--bench", str(pie_dir)]
+        result = invoke(stage, ["--params", str(params), *bench, *args])
+        assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "data" / "masks" / "masks.json").read_text())
+    assert [(r["phrase"], r["origin"], r["file"]) for r in records] == [("heart", "missing", None)]
+    results = pd.read_parquet(tmp_path / "results" / "change_color" / "edits.parquet")
+    row = results.iloc[0]
+    assert json.loads(row["mask_sources"]) == {"heart": "missing"} and not row["background_blending"]
+    assert list(row["fallbacks"]) == ["no mask for 'heart': edited without masking and without background blending"]
+    assert row["target_prompt"] == "a [pink heart] on a white table" and row["schedule"] == 1.0
+    scores = pd.read_parquet(tmp_path / "scores" / "change_color" / "per_edit.parquet")
+    assert pd.isna(scores.iloc[0]["error"]) and np.isfinite(scores.iloc[0]["te_leakage"])

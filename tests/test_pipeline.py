@@ -12,11 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from stage_utils import DVC, ENV, make_project, sh, smoke_params
+from stage_utils import DVC, ENV, make_project, ran_stages, sh, smoke_params
 
 pytestmark = pytest.mark.slow
-def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
 def test_repro_experiment_and_metrics_diff(ale_bench, tmp_path):

@@ -51,6 +51,8 @@ def _dvc_images(rev: str) -> dict[str, callable]:
             table = pd.read_parquet(io.BytesIO(f.read()))
         root = table_path.rsplit("/", 1)[0]
         for edit_id, path in zip(table["edit_id"], table["path"]):
+            if not isinstance(path, str):  # an error row (PIE-Bench, no pair) has no image
+                continue
             found[edit_id] = (lambda p=f"{root}/{path}": Image.open(io.BytesIO(fs.open(p, mode="rb").read())))
     return found
 
