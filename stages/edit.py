@@ -51,8 +51,8 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, shard_inde
     table, failed = split_failed(table)
     name = model_name(params, "diffusion")
     carried = f" ({len(failed)} error rows carried)" if len(failed) else ""
-    click.echo(f"edit {edit_type.name}: {len(table)} edits{carried}, method {settings.method} (compat {settings.compat}), "
-               f"{settings.steps} steps at {settings.size} px, batch {params['edit']['batch_size']}, model {name}"
+    click.echo(f"edit {edit_type.name}: {len(table)} edits{carried}, method {settings.method} "
+               f"(compat {settings.compat}), {settings.steps} steps at {settings.size} px, batch {params['edit']['batch_size']}, model {name}"
                + (f", shard {shard_index + 1} of {num_shards}" if num_shards > 1 else ""))
     bench = Path(bench)
     manifest = json.loads((bench / "manifest.json").read_text())

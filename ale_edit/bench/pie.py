@@ -74,8 +74,8 @@ def decode_mask(counts: Sequence[int], shape: tuple[int, int] = (PIE_SIZE, PIE_S
     Raises ``BenchLayoutError`` for counts that are not an even-length list of non-negative integers.
     """
     if not isinstance(counts, (list, tuple)) or len(counts) % 2:
-        raise BenchLayoutError(f"mask counts must be a list of (start, length) pairs, got "
-                               f"{type(counts).__name__} of length {len(counts) if hasattr(counts, '__len__') else '?'}")
+        raise BenchLayoutError(f"mask counts must be a list of (start, length) pairs, got {type(counts).__name__} "
+                               f"{str(counts)[:40]}")
     bad = [c for c in counts if isinstance(c, bool) or not isinstance(c, int) or c < 0]
     if bad:
         raise BenchLayoutError(f"mask counts must be non-negative integers, got {bad[:3]!r}")
@@ -206,8 +206,8 @@ def edit_pair(original_prompt: str, editing_prompt: str, blended_word: str) -> P
 
     # The target: the shortest run holding the target words and every marked word of the editing prompt.
     marks = [m for m, w in enumerate(target_words) if w.marked]
-    runs = sorted((max([h + n_target - 1, *marks]) - min([h, *marks]), min([h, *marks]), max([h + n_target - 1, *marks]))
-                  for h in target_hits)
+    spans = [(min([h, *marks]), max([h + n_target - 1, *marks])) for h in target_hits]
+    runs = sorted((hi - lo, lo, hi) for lo, hi in spans)
     if len(runs) > 1 and runs[0][0] == runs[1][0]:
         raise PairError(f"the target phrase {' '.join(blend[k:])!r} occurs {len(target_hits)} times in the editing "
                         f"prompt and no [] mark tells which one is edited")

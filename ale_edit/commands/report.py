@@ -158,7 +158,8 @@ def report(run_args, dvc_experiments, detail_file, results_args, bench, grid_edi
                                                                               for a in results_args)}
         if dvc_experiments:
             kind = _bench_kind(bench)  # the grid shows the runs of the benchmark whose images it draws
-            images.update({run.label: _dvc_images(run.rev_sha) for run in runs if run.rev_sha and run.benchmark == kind})
+            images.update({run.label: _dvc_images(run.rev_sha) for run in runs
+                           if run.rev_sha and run.benchmark == kind})
         if not images:
             raise click.UsageError("a method grid needs edited images: --results LABEL=DIR or --dvc-experiments")
         grid = _method_grid(images, bench, grid_edits)
