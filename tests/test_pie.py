@@ -1,6 +1,7 @@
 """PIE-Bench in the pipeline: its run-length masks, load_512, the pair of each entry, the bench and prompts stages on
 a fixture in the published layout, PIE-Bench's scoring conventions and the Table 14 layout."""
 
+import dataclasses
 import json
 import re
 import sys
@@ -13,11 +14,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ale_edit.bench.aggregate import aggregate, headline_metrics
+from ale_edit.bench.metrics import weighted_pixels
 from ale_edit.bench.dataset import BenchLayoutError
 from ale_edit.bench.names import METRIC_COLUMNS
 from ale_edit.bench.pie import PairError, decode_mask, edit_pair, load_512, runs_past_end
 from ale_edit.bench.report import Run, comparison_table
 from pie_fixture import ENTRIES, PAIRS, box_mask, encode_mask, write_pie_bench
+from scoring_helpers import models, scorer_for, write_edit  # noqa: F401  (models: a fixture)
 from stage_utils import DVC, ROOT, load_stage, make_project, ran_stages, sh, write_params
 
 sys.path.insert(0, str(ROOT / "stages"))
@@ -227,6 +230,24 @@ def test_types_of_the_other_benchmark_are_refused(pie_bench, kind, types, messag
 
 # ----------------------------------------------------------------------------------------------------------------
 # Scoring and the table
+
+
+def test_pie_edited_reads_the_region_against_the_whole_target_prompt(tmp_path, models):  # noqa: F811
+    rng = np.random.default_rng(0)
+    source, edited = (rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    mask = decode_mask(encode_mask(box_mask(16, 16, 48, 48, shape=(64, 64))), shape=(64, 64))  # border included
+    prompt = "a pink heart on a white table"
+    record = dataclasses.replace(write_edit(tmp_path, "e", source, edited, {"heart": mask}, ["pink heart"],
+                                            edit_type="change_color"), target_prompt=prompt)
+    scorer = scorer_for(models)
+    row = scorer.score_records([record]).iloc[0]
+    region, background = weighted_pixels(edited, mask), weighted_pixels(edited, ~mask)
+    scores = scorer.clip_scores([region, background], [prompt, "pink heart"])
+    assert row["edited_clip"] == pytest.approx(scores[0, 0], abs=1e-4)  # the region against the whole prompt
+    assert row["edited_clip"] != pytest.approx(scores[0, 1], abs=1e-4)  # not against the phrase
+    assert row["te_leakage"] == pytest.approx(scores[1, 1], abs=1e-4)  # the background against the phrase
+    assert np.isnan(row["ti_leakage"]) and row["error"] is None
+    assert row["bg_fraction"] == pytest.approx((~mask).mean())
 
 
 def test_pie_headline_and_table_have_table_14s_columns():

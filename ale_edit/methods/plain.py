@@ -20,8 +20,8 @@ class PlainOptions(Options):
 
     section = "plain"
 
-    source_prompt: bool = option(True, "Condition the source branch on the joined source phrases (else on the "
-                                 "empty prompt).")
+    source_prompt: bool = option(True, "Condition the source branch on the source prompt (the joined source "
+                                 "phrases, or an edit's whole source prompt) (else on the empty prompt).")
 
 
 @register
