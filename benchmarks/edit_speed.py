@@ -11,11 +11,13 @@ there, else a synthetic image with three rectangles. Variants:
   ale-no-ore / ale-no-rgb-cam / ale-no-bb   ALE-Edit with one part off
   p2p, masactrl, fpe, infedit               the baselines on the same sampler
 
-Time: one edit per variant per round after a warm-up edit of each, variants interleaved round by round (the order
-rotates), so a noisy neighbour slows them alike; the median over ``--repeats`` rounds. Memory: each variant in
-its own process (this script re-invoked with ``--variant``), peak RSS growth over one edit after a warm-up edit
-(``measure.rss_peak_meter``); on CUDA ``max_memory_allocated`` above the resident models. Targets for ALE:
-time and memory <= 1.05 x plain.
+Time: one edit per variant per round after a one-step warm-up edit of each (it makes the same one-time
+allocations and kernels as a whole edit), variants interleaved round by round (the order rotates), so a noisy
+neighbour slows them alike; the median over ``--repeats`` rounds. Memory: each variant in its own process (this
+script re-invoked with ``--variant``), peak RSS growth over one edit of ``--memory-steps`` steps (default: all)
+after a one-step warm-up edit (``measure.rss_peak_meter``; every step holds the same tensors, so a shorter edit
+has the same peak); on CUDA ``max_memory_allocated`` above the resident models. Targets for ALE: time and memory
+<= 1.05 x plain.
 
     python benchmarks/edit_speed.py --tiny                       # seconds: plumbing check on the tiny models
     python benchmarks/edit_speed.py --size 256                   # CPU, SD-1.5 architecture (about 15 minutes)
@@ -85,9 +87,9 @@ def load_models(args):
     return build_sd15_models(device, dtype)
 
 
-def editor(models, variant: str, args) -> Editor:
+def editor(models, variant: str, args, steps: int | None = None) -> Editor:
     method, options = VARIANTS[variant]
-    return Editor(models, EditSettings(method=method, options=options, size=args.size, steps=args.steps),
+    return Editor(models, EditSettings(method=method, options=options, size=args.size, steps=steps or args.steps),
                   progress=False)
 
 
@@ -104,8 +106,9 @@ def timed_edit(ed: Editor, req: EditRequest) -> float:
 def variant_child(args) -> dict:
     """In the child: build the models, one warm-up edit, then the peak memory of one edit."""
     models = load_models(args)
-    ed, req = editor(models, args.variant, args), request()
-    timed_edit(ed, req)  # one-time allocations (oneDNN primitives, caches) are not the edit's
+    req = request()
+    timed_edit(editor(models, args.variant, args, steps=1), req)  # one-time allocations are not the edit's
+    ed = editor(models, args.variant, args, steps=args.memory_steps or args.steps)
     gc.collect()
     meter = cuda_peak_meter(models.device) if models.device.type == "cuda" else rss_peak_meter()
     with meter as mem:
@@ -122,6 +125,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="working size (default 256; 64 with --tiny)")
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds after one warm-up round")
+    parser.add_argument("--memory-steps", type=int, default=None, help="steps of the edit whose memory is measured")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, plain first")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-memory", action="store_true", help="skip the per-variant memory processes")
@@ -143,10 +147,11 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     req = request()
     editors = {v: editor(models, v, args) for v in variants}
+    warm = {v: editor(models, v, args, steps=1) for v in variants}
     times: dict[str, list[float]] = {v: [] for v in variants}
-    for round_ in range(args.repeats + 1):  # round 0 warms up
+    for round_ in range(args.repeats + 1):  # round 0 warms up, with one-step edits
         order = variants[round_ % len(variants):] + variants[: round_ % len(variants)]
-        seconds = {v: timed_edit(editors[v], req) for v in order}
+        seconds = {v: timed_edit((editors if round_ else warm)[v], req) for v in order}
         if round_:
             for v in order:
                 times[v].append(seconds[v])
@@ -157,6 +162,7 @@ def main() -> None:
         for v in variants:
             cmd = [sys.executable, os.path.abspath(__file__), "--variant", v, "--device", args.device, "--dtype",
                    args.dtype, "--size", str(args.size), "--steps", str(args.steps)]
+            cmd += ["--memory-steps", str(args.memory_steps)] if args.memory_steps else []
             cmd += ["--tiny"] if args.tiny else []
             cmd += ["--threads", str(args.threads)] if args.threads else []
             memory[v] = run_child(cmd, v)
@@ -167,9 +173,10 @@ def main() -> None:
         print(f"{v:<16}{median[v]:>9.2f}{fmt_ratio(ratio(median[v], median['plain'])):>9}{fmt_mib(peak[v]):>10}"
               f"{fmt_ratio(ratio(peak[v], peak['plain'])):>9}")
     t_ale, m_ale = ratio(median.get("ale"), median["plain"]), ratio(peak.get("ale"), peak["plain"])
-    print(f"time = median of {args.repeats} edit(s) per variant after a warm-up, interleaved; peak = "
-          f"{'RSS growth (VmHWM)' if models.device.type == 'cpu' else 'CUDA allocation'} over one edit after a "
-          f"warm-up, in a fresh process per variant")
+    print(f"time = median of {args.repeats} edit(s) of {args.steps} steps per variant after a one-step warm-up, "
+          f"interleaved; peak = {'RSS growth (VmHWM)' if models.device.type == 'cpu' else 'CUDA allocation'} over "
+          f"one edit of {args.memory_steps or args.steps} steps after a one-step warm-up, in a fresh process per "
+          f"variant")
     print(f"RATIOS {args.size}px {models.device.type}: ale/plain time {fmt_ratio(t_ale)} memory {fmt_ratio(m_ale)} "
           f"| targets <= {TARGET}: time {verdict(t_ale, TARGET)}, memory {verdict(m_ale, TARGET)}")
 
