@@ -1,0 +1,1 @@
+"""The ``ale-edit`` command line: one module per command."""
