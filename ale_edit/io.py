@@ -18,9 +18,11 @@ grey modes (a 16-bit PNG would come out almost white). The rules, per mode:
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
+from typing import BinaryIO, Mapping
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -87,16 +89,47 @@ def to_8bit(im: Image.Image, source: str | os.PathLike = "image") -> Image.Image
     )
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+class Files:
+    """Where the loaders read a file: from this machine's disk (``DISK``), or from contents read on another
+    machine and sent along (``ShippedFiles``). Either way the path names the file, in errors too."""
+
+    def exists(self, path: Path) -> bool:
+        return path.is_file()
+
+    def open(self, path: Path) -> Path | BinaryIO:
+        """What ``PIL.Image.open`` reads."""
+        return path
+
+
+DISK = Files()
+
+
+class ShippedFiles(Files):
+    """Files read where they are and sent with the work, e.g. to a Ray worker that shares no file system with the
+    driver: ``{path: contents}``. A path that is not in it counts as a missing file (the sender found none there);
+    the worker's own disk is never looked at."""
+
+    def __init__(self, contents: Mapping[str, bytes]):
+        self.contents = dict(contents)
+
+    def exists(self, path: Path) -> bool:
+        return str(path) in self.contents
+
+    def open(self, path: Path) -> BinaryIO:
+        return io.BytesIO(self.contents[str(path)])
+
+
+def load_image(path: str | os.PathLike, *, files: Files = DISK) -> Image.Image:
     """Load an RGB image, or raise an ``EditInputError`` naming the file and why it cannot be read.
 
-    Every mode is brought to 8 bits by value (see the module docstring); an alpha band is dropped.
+    Every mode is brought to 8 bits by value (see the module docstring); an alpha band is dropped. ``files``: where
+    the file is read (see ``Files``).
     """
     path = Path(path)
-    if not path.is_file():
+    if not files.exists(path):
         raise EditInputError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
+        with Image.open(files.open(path)) as im:
             im.load()
             return to_8bit(im, path).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
@@ -120,18 +153,20 @@ def mask_from_image(im: Image.Image, source: str | os.PathLike = "mask") -> np.n
     return grey >= MASK_THRESHOLD
 
 
-def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, *, name: str | None = None) -> np.ndarray:
+def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, *, name: str | None = None,
+              files: Files = DISK) -> np.ndarray:
     """Load a mask file as a boolean array of shape (height, width).
 
     ``size`` is the (width, height) the mask must have; a mask of another size is resized (nearest) with a
-    warning. An empty mask is an error: it would silently turn an object edit into a background edit.
+    warning. An empty mask is an error: it would silently turn an object edit into a background edit. ``files``:
+    where the file is read (see ``Files``).
     """
     path = Path(path)
     label = f"mask for {name!r}" if name else "mask"
-    if not path.is_file():
+    if not files.exists(path):
         raise EditInputError(f"{label} not found: {path}")
     try:
-        with Image.open(path) as im:
+        with Image.open(files.open(path)) as im:
             im.load()
             if size is not None and im.size != tuple(size):
                 warnings.warn(
