@@ -50,6 +50,8 @@ def main(params_file, bench, metrics_file, detail_file, plots_dir):
         for t in types:
             results = Path("results") / t.key
             table = pd.read_parquet(results / "edits.parquet")
+            if "error" in table:  # a failed edit has no image to show
+                table = table[table["error"].isna()]
             table = table.sort_values("edit_id").head(n) if len(table) else table
             rows = []
             for row in table.itertuples(index=False):
