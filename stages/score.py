@@ -5,10 +5,13 @@ from pathlib import Path
 import click
 
 from _common import atomic_dir, edit_type_of, load_params, model_name
+from params import ScoreRayParams, ray_section
 
+from ale_edit.bench.backends import BACKENDS, RayMissingError, require_ray
 from ale_edit.bench.settings import score_settings_from_params
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ale_edit.errors import EditInputError
+from ale_edit.options import SettingError
 
 
 @click.command()
@@ -18,28 +21,51 @@ from ale_edit.errors import EditInputError
 @click.option("--bench", default="data/bench", show_default=True)
 @click.option("--results", default=None, help="[default: results/<type key>]")
 @click.option("--out", default=None, help="[default: scores/<type key>]")
-def main(type_key, params_file, bench, results, out):
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
+              help="local: score in this process; ray: in a pool of Ray actors (params.yaml's score.ray) "
+                   "[default: params.yaml's score.backend].")
+def main(type_key, params_file, bench, results, out, backend):
     params = load_params(params_file)
     edit_type = edit_type_of(type_key)
     p = params["score"]
+    backend = backend or p.get("backend", "local")
+    ray_options = ray_section(ScoreRayParams, p.get("ray"))
+    if backend == "ray":
+        try:
+            require_ray()  # before anything loads
+        except RayMissingError as exc:
+            raise click.ClickException(str(exc)) from exc
     results, out = Path(results or f"results/{edit_type.key}"), Path(out or f"scores/{edit_type.key}")
     # score.mask_weights / score.te_variant null: from edit.compat (none: binary, mean; authors: soft, joined)
     settings = score_settings_from_params(p, params["edit"].get("compat", "none"))
     click.echo(f"score {edit_type.name}: {results}, mask weights {settings.mask_weights}, reported TE "
-               f"{settings.te_variant}, CLIP {model_name(params, 'clip')}, batch {p['batch_size']}")
+               f"{settings.te_variant}, CLIP {model_name(params, 'clip')}, batch {p['batch_size']}, "
+               f"backend {backend}")
     # The metric libraries (torchmetrics, torchvision, transformers) are imported once the plan is out.
-    from ale_edit.bench.metric_models import load_metric_models
+    from ale_edit.bench.metric_models import MetricModelSpec
     from ale_edit.bench.scoring import records_from_edit_table, score_edits, write_outputs
 
     try:
         records = records_from_edit_table(results, Path(bench), mask_weights=settings.mask_weights)
     except EditInputError as exc:
         raise click.ClickException(str(exc)) from exc
-    models = load_metric_models(params["model"]["preset"], clip=model_name(params, "clip"),
-                                dino=model_name(params, "dino"), lpips=model_name(params, "lpips"),
-                                device=params["model"]["device"])
-    run = score_edits(records, models, settings, batch_size=int(p["batch_size"]), results_dir=str(results),
-                      bench_dir=str(bench))
+    spec = MetricModelSpec(params["model"]["preset"], clip=model_name(params, "clip"), dino=model_name(params, "dino"),
+                           lpips=model_name(params, "lpips"), device=params["model"]["device"])
+    batch_size, inputs = int(p["batch_size"]), {"results_dir": str(results), "bench_dir": str(bench)}
+    if backend == "ray":
+        from ale_edit.bench.ray_backend import plan_pool, ray_cluster
+        from ale_edit.bench.ray_score import score_edits_on_ray
+
+        with ray_cluster(ray_options.address):
+            try:
+                pool = plan_pool(ray_options, params["model"]["device"])
+            except SettingError as exc:
+                raise click.ClickException(str(exc)) from exc
+            click.echo(f"score {edit_type.name}: Ray at {ray_options.address}, {pool.workers} actors with "
+                       f"{pool.num_gpus:g} GPUs and {pool.num_cpus:g} CPUs each")
+            run = score_edits_on_ray(records, spec, settings, pool, batch_size=batch_size, **inputs)
+    else:
+        run = score_edits(records, spec.load(), settings, batch_size=batch_size, **inputs)
     with atomic_dir(out) as tmp:
         write_outputs(run.per_edit, run.metrics, tmp)
     errors = int(run.per_edit["error"].notna().sum())
