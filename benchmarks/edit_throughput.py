@@ -91,7 +91,7 @@ def compare_backends(model: str, settings: EditSettings, device: str, edits: int
         ray.init(num_cpus=workers, include_dashboard=False, logging_level="WARNING")
         init_seconds = time.perf_counter() - start
         local, ray_few, ray_many = [], [], []
-        with ray_cluster("local"):  # this process's Ray, started above
+        with ray_cluster(RayOptions()):  # this process's Ray, started above
             pool = plan_pool(RayOptions(workers=workers), device)
             ray_spec = EditorSpec(model, pool.device, "auto", settings)
             for r in range(rounds):

@@ -13,7 +13,7 @@ from _common import atomic_dir, edit_type_of, load_params, model_name
 from params import EditRayParams, ray_section
 
 from ale_edit.atomic import atomic_path, write_json
-from ale_edit.bench.backends import BACKENDS, RayMissingError, require_ray
+from ale_edit.bench.backends import BACKENDS, RayConnectionError, RayMissingError, require_ray
 from ale_edit.bench.runner import EditorSpec, collect, make_jobs, run_jobs, settings_identity, shard, timings
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ale_edit.options import SettingError
@@ -77,17 +77,17 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, backend, s
         from ale_edit.bench.ray_backend import plan_pool, ray_cluster
         from ale_edit.bench.ray_edit import run_jobs_on_ray
 
-        with ray_cluster(ray_options.address):
-            try:
+        try:
+            with ray_cluster(ray_options):
                 pool = plan_pool(ray_options, params["model"]["device"])
-            except SettingError as exc:
-                raise click.ClickException(str(exc)) from exc
-            spec = replace(spec, device=pool.device)
-            click.echo(f"edit {edit_type.name}: Ray at {ray_options.address}, {pool.workers} actors with "
-                       f"{pool.num_gpus:g} GPUs and {pool.num_cpus:g} CPUs each")
-            jobs = jobs_for(spec.identity())
-            done_now = run_jobs_on_ray(spec, shard(jobs, shard_index, num_shards), work, pool,
-                                       batch_size=batch_size, embeddings=embeddings)
+                spec = replace(spec, device=pool.device)
+                click.echo(f"edit {edit_type.name}: Ray at {ray_options.address}, {pool.workers} actors with "
+                           f"{pool.num_gpus:g} GPUs and {pool.num_cpus:g} CPUs each")
+                jobs = jobs_for(spec.identity())
+                done_now = run_jobs_on_ray(spec, shard(jobs, shard_index, num_shards), work, pool,
+                                           batch_size=batch_size, embeddings=embeddings)
+        except (RayConnectionError, SettingError) as exc:  # the pool or the address in params.yaml
+            raise click.ClickException(str(exc)) from exc
         texts = "texts encoded by the actors"
     else:
         editor = spec.load(embeddings)

@@ -7,7 +7,7 @@ import click
 from _common import atomic_dir, edit_type_of, load_params, model_name
 from params import ScoreRayParams, ray_section
 
-from ale_edit.bench.backends import BACKENDS, RayMissingError, require_ray
+from ale_edit.bench.backends import BACKENDS, RayConnectionError, RayMissingError, require_ray
 from ale_edit.bench.settings import score_settings_from_params
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ale_edit.errors import EditInputError
@@ -56,14 +56,14 @@ def main(type_key, params_file, bench, results, out, backend):
         from ale_edit.bench.ray_backend import plan_pool, ray_cluster
         from ale_edit.bench.ray_score import score_edits_on_ray
 
-        with ray_cluster(ray_options.address):
-            try:
+        try:
+            with ray_cluster(ray_options):
                 pool = plan_pool(ray_options, params["model"]["device"])
-            except SettingError as exc:
-                raise click.ClickException(str(exc)) from exc
-            click.echo(f"score {edit_type.name}: Ray at {ray_options.address}, {pool.workers} actors with "
-                       f"{pool.num_gpus:g} GPUs and {pool.num_cpus:g} CPUs each")
-            run = score_edits_on_ray(records, spec, settings, pool, batch_size=batch_size, **inputs)
+                click.echo(f"score {edit_type.name}: Ray at {ray_options.address}, {pool.workers} actors with "
+                           f"{pool.num_gpus:g} GPUs and {pool.num_cpus:g} CPUs each")
+                run = score_edits_on_ray(records, spec, settings, pool, batch_size=batch_size, **inputs)
+        except (RayConnectionError, SettingError) as exc:  # the pool or the address in params.yaml
+            raise click.ClickException(str(exc)) from exc
     else:
         run = score_edits(records, spec.load(), settings, batch_size=batch_size, **inputs)
     with atomic_dir(out) as tmp:

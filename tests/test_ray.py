@@ -222,3 +222,14 @@ def test_the_pool_follows_the_cluster_and_refuses_what_cannot_run(local_ray):
         plan_pool(EditRayParams(), "cuda")
     with pytest.raises(SettingError, match="model.device is cpu, but each Ray actor gets 1 GPUs: set score.ray"):
         plan_pool(ScoreRayParams(num_gpus=1), "cpu")
+
+
+def test_an_address_ray_cannot_use_is_a_named_error(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from ale_edit.bench.backends import RayConnectionError
+    from ale_edit.bench.ray_backend import ray_cluster
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a stage's own process
+    with pytest.raises(RayConnectionError, match=r"^score.ray.address 'http://': cannot start or join Ray: "):
+        with ray_cluster(ScoreRayParams(address="http://")):
+            pass

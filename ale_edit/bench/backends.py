@@ -19,6 +19,10 @@ class RayMissingError(RuntimeError):
     """Backend ``ray`` asked for where Ray Data is not installed."""
 
 
+class RayConnectionError(ConnectionError):
+    """Ray could not be started or joined at the configured address."""
+
+
 def require_ray() -> None:
     """Raise ``RayMissingError``, naming the extra to install, unless Ray Data can be imported."""
     try:

@@ -34,13 +34,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from ..io import ShippedFiles
 from ..options import SettingError
-from .backends import RayOptions, require_ray
+from .backends import RayConnectionError, RayOptions, require_ray
 
 @contextmanager
-def ray_cluster(address: str):
+def ray_cluster(options: RayOptions):
     """Ray, connected for the duration: this process's own when it has one already (tests, notebooks), else a Ray
-    started on this machine (``local``), the running cluster (``auto``) or the one at ``address``, left again at
-    the end."""
+    started on this machine (``options.address`` ``local``), the running cluster (``auto``) or the one at the
+    address, left again at the end. Raises ``RayConnectionError`` naming the setting when that fails."""
     require_ray()
     import ray
     from ray.data import DataContext
@@ -51,7 +51,11 @@ def ray_cluster(address: str):
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, logging_level=logging.WARNING)
+    try:
+        ray.init(address=options.address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RayConnectionError(f"{options.section}.address {options.address!r}: cannot start or join Ray: "
+                                 f"{exc}") from exc
     try:
         yield
     finally:
