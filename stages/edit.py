@@ -1,4 +1,5 @@
-"""Stage edit: every edit of one edit type, batched, resumable, shardable; images in the authors' layout."""
+"""Stage edit: every edit of one edit type, batched, resumable, in this process or on a pool of Ray actors
+(edit.backend); images in the authors' layout."""
 
 import json
 from dataclasses import replace

@@ -1,4 +1,5 @@
-"""Stage score: the ALE-Bench metrics of one edit type's results (per-edit Parquet and aggregate JSON)."""
+"""Stage score: the ALE-Bench metrics of one edit type's results (per-edit Parquet and aggregate JSON), in this process
+or on a pool of Ray actors (score.backend)."""
 
 from pathlib import Path
 

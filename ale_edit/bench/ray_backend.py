@@ -36,6 +36,7 @@ from ..io import ShippedFiles
 from ..options import SettingError
 from .backends import RayConnectionError, RayOptions, require_ray
 
+
 @contextmanager
 def ray_cluster(options: RayOptions):
     """Ray, connected for the duration: this process's own when it has one already (tests, notebooks), else a Ray
