@@ -82,8 +82,8 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, backend, s
             with ray_cluster(ray_options):
                 pool = plan_pool(ray_options, params["model"]["device"])
                 spec = replace(spec, device=pool.device)
-                click.echo(f"edit {edit_type.name}: Ray at {ray_options.address}, {pool.workers} actors with "
-                           f"{pool.num_gpus:g} GPUs and {pool.num_cpus:g} CPUs each")
+                click.echo(f"edit {edit_type.name}: Ray at {ray_options.address}, up to {pool.workers} actors "
+                           f"with {pool.num_gpus:g} GPUs and {pool.num_cpus:g} CPUs each")
                 jobs = jobs_for(spec.identity())
                 done_now = run_jobs_on_ray(spec, shard(jobs, shard_index, num_shards), work, pool,
                                            batch_size=batch_size, embeddings=embeddings)

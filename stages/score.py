@@ -60,8 +60,8 @@ def main(type_key, params_file, bench, results, out, backend):
         try:
             with ray_cluster(ray_options):
                 pool = plan_pool(ray_options, params["model"]["device"])
-                click.echo(f"score {edit_type.name}: Ray at {ray_options.address}, {pool.workers} actors with "
-                           f"{pool.num_gpus:g} GPUs and {pool.num_cpus:g} CPUs each")
+                click.echo(f"score {edit_type.name}: Ray at {ray_options.address}, up to {pool.workers} actors "
+                           f"with {pool.num_gpus:g} GPUs and {pool.num_cpus:g} CPUs each")
                 run = score_edits_on_ray(records, spec, settings, pool, batch_size=batch_size, **inputs)
         except (RayConnectionError, SettingError) as exc:  # the pool or the address in params.yaml
             raise click.ClickException(str(exc)) from exc
