@@ -70,6 +70,11 @@ def write_json(path: str | os.PathLike, data) -> None:
         tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def save_image(path: str | os.PathLike, image) -> None:
     """Save ``image`` in the format its extension names (``paths.image_extensions``); an unknown extension is an
     ``OutputPathError`` listing the known ones, raised before anything is written."""

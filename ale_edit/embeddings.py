@@ -63,12 +63,16 @@ class TextEncoder:
                 self.cache[text] = e.clone()
 
     # -- Parquet --------------------------------------------------------------------------------------------
-    def load(self, path: str | os.PathLike) -> int:
-        """Add the cached encodings of this encoder from ``path``; return how many."""
-        path = Path(path)
-        if not path.is_file():
+    def load(self, source: str | os.PathLike | bytes | None) -> int:
+        """Add the cached encodings of this encoder from a Parquet file, or from its contents (bytes: what a Ray
+        worker receives instead of the path); return how many. A file that is not there (or ``None``) adds none."""
+        if source is None:
             return 0
-        table = pq.read_table(path, filters=[("encoder", "=", self.encoder)])
+        if isinstance(source, bytes):
+            source = pa.BufferReader(source)
+        elif not Path(source).is_file():
+            return 0
+        table = pq.read_table(source, filters=[("encoder", "=", self.encoder)])
         for text, dtype, shape, blob in zip(*(table.column(c).to_pylist() for c in ("text", "dtype", "shape",
                                                                                       "embedding"))):
             self.cache[text] = torch.from_numpy(np.frombuffer(blob, dtype=dtype).reshape(shape).copy())

@@ -18,9 +18,12 @@ grey modes (a 16-bit PNG would come out almost white). The rules, per mode:
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Mapping
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -87,20 +90,59 @@ def to_8bit(im: Image.Image, source: str | os.PathLike = "image") -> Image.Image
     )
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+class Files:
+    """Where the loaders read a file: from this machine's disk (``DISK``), or from contents read on another
+    machine and sent along (``ShippedFiles``). Either way the path names the file, in errors too."""
+
+    def exists(self, path: Path) -> bool:
+        return path.is_file()
+
+    def open(self, path: Path) -> Path | BinaryIO:
+        """What ``PIL.Image.open`` reads."""
+        return path
+
+
+DISK = Files()
+
+
+class ShippedFiles(Files):
+    """Files read where they are and sent with the work, e.g. to a Ray worker that shares no file system with the
+    driver: ``{path: contents}``. A path that is not in it counts as a missing file (the sender found none there);
+    the worker's own disk is never looked at."""
+
+    def __init__(self, contents: Mapping[str, bytes]):
+        self.contents = dict(contents)
+
+    def exists(self, path: Path) -> bool:
+        return str(path) in self.contents
+
+    def open(self, path: Path) -> BinaryIO:
+        return io.BytesIO(self.contents[str(path)])
+
+
+@contextmanager
+def opened_image(path: Path, label: str, files: Files = DISK, unreadable: str = "cannot be read"):
+    """The picture in ``path``, loaded, for the ``with`` body; a missing file, or one PIL cannot read, is an
+    ``EditInputError`` naming ``label`` and the file (``unreadable`` says what a read failure means)."""
+    if not files.exists(path):
+        raise EditInputError(f"{label} not found: {path}")
+    try:
+        with Image.open(files.open(path)) as im:
+            im.load()
+            yield im
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise EditInputError(f"{label} {unreadable}: {path}: {exc}") from exc
+
+
+def load_image(path: str | os.PathLike, *, files: Files = DISK) -> Image.Image:
     """Load an RGB image, or raise an ``EditInputError`` naming the file and why it cannot be read.
 
-    Every mode is brought to 8 bits by value (see the module docstring); an alpha band is dropped.
+    Every mode is brought to 8 bits by value (see the module docstring); an alpha band is dropped. ``files``: where
+    the file is read (see ``Files``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise EditInputError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return to_8bit(im, path).convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise EditInputError(f"image cannot be read (corrupt or not an image): {path}: {exc}") from exc
+    with opened_image(path, "image", files, "cannot be read (corrupt or not an image)") as im:
+        return to_8bit(im, path).convert("RGB")
 
 
 def mask_from_image(im: Image.Image, source: str | os.PathLike = "mask") -> np.ndarray:
@@ -120,28 +162,29 @@ def mask_from_image(im: Image.Image, source: str | os.PathLike = "mask") -> np.n
     return grey >= MASK_THRESHOLD
 
 
-def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, *, name: str | None = None) -> np.ndarray:
+def mask_label(name: str | None) -> str:
+    """How errors name a mask: by its phrase when known."""
+    return f"mask for {name!r}" if name else "mask"
+
+
+def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, *, name: str | None = None,
+              files: Files = DISK) -> np.ndarray:
     """Load a mask file as a boolean array of shape (height, width).
 
     ``size`` is the (width, height) the mask must have; a mask of another size is resized (nearest) with a
-    warning. An empty mask is an error: it would silently turn an object edit into a background edit.
+    warning. An empty mask is an error: it would silently turn an object edit into a background edit. ``files``:
+    where the file is read (see ``Files``).
     """
     path = Path(path)
-    label = f"mask for {name!r}" if name else "mask"
-    if not path.is_file():
-        raise EditInputError(f"{label} not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if size is not None and im.size != tuple(size):
-                warnings.warn(
-                    f"{label} {path} is {im.size[0]}x{im.size[1]}, the image is {size[0]}x{size[1]}: resized (nearest)",
-                    stacklevel=2,
-                )
-                im = im.resize(tuple(size), Image.NEAREST)
-            mask = mask_from_image(im, f"{label} {path}")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise EditInputError(f"{label} cannot be read: {path}: {exc}") from exc
+    label = mask_label(name)
+    with opened_image(path, label, files) as im:
+        if size is not None and im.size != tuple(size):
+            warnings.warn(
+                f"{label} {path} is {im.size[0]}x{im.size[1]}, the image is {size[0]}x{size[1]}: resized (nearest)",
+                stacklevel=2,
+            )
+            im = im.resize(tuple(size), Image.NEAREST)
+        mask = mask_from_image(im, f"{label} {path}")
     if not mask.any():
         raise EditInputError(f"{label} is empty (no pixel >= 0.5): {path}")
     return mask

@@ -21,7 +21,9 @@ from .options import (
 from .sampler import LAST_ALPHAS
 
 VAE_LATENTS = ("mode", "sample")
-PIPELINE_EDIT_KEYS = ("seed", "batch_size")  # params.yaml's edit section also holds these, for the edit stage
+# params.yaml's edit section also holds these, for the edit stage; none changes what an edit is (the backend and
+# its Ray pool only decide where it runs), so none is in the settings that fingerprint an edit.
+PIPELINE_EDIT_KEYS = ("seed", "batch_size", "backend", "ray")
 
 
 @dataclass(frozen=True)

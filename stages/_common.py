@@ -13,9 +13,17 @@ if str(ROOT) not in sys.path:  # stages run as scripts from the repository root
     sys.path.insert(0, str(ROOT))
 
 from ale_edit.atomic import atomic_dir  # noqa: E402,F401  (re-exported for the stages)
+from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES, edit_type  # noqa: E402
 import params as schema  # noqa: E402  (stages/params.py: params.yaml's schema)
 
 TINY = "tiny"
+
+# The per-type stages' (edit@<type>, score@<type>) --edit-type: every spelling the one edit-type table accepts.
+edit_type_option = click.option(
+    "--edit-type", "type_key", required=True,
+    type=click.Choice(EDIT_TYPE_KEYS + EDIT_TYPES + PIE_EDIT_TYPES),
+    help="An edit type or its params.yaml key (color_object for color+object); on PIE-Bench one of its types "
+         "(change_color).")
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
@@ -40,6 +48,4 @@ def model_name(params: dict, which: str) -> str:
 
 def edit_type_of(key: str):
     """The ``EditType`` of a params.yaml key or a type name (either spelling: color_object, color+object)."""
-    from ale_edit.edit_types import edit_type
-
     return edit_type(key)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ale_edit.bench.backends import BACKENDS, RayOptions
 from ale_edit.bench.edit_masks import MASK_SOURCES
 from ale_edit.bench.names import DINO_INPUTS, MASK_WEIGHTS, TE_VARIANTS
 from ale_edit.edit_types import BENCHMARKS, EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES
@@ -73,6 +74,27 @@ class MasksParams(Options):
 
 
 @dataclass(frozen=True)
+class EditRayParams(RayOptions):
+    section = "edit.ray"
+
+
+@dataclass(frozen=True)
+class ScoreRayParams(RayOptions):
+    section = "score.ray"
+
+
+def ray_section(cls: type, values: Any) -> RayOptions:
+    """A ``ray`` section (``edit.ray``, ``score.ray``) as its options; ``null`` or absent: the defaults."""
+    if values is not None and not isinstance(values, Mapping):
+        raise SettingError(f"{cls.section} must be a mapping of keys, got {values!r}")
+    return from_mapping(cls, values or {}, cls.section)
+
+
+def ray_field(help: str):
+    return field(default_factory=dict, metadata={"help": help})
+
+
+@dataclass(frozen=True)
 class EditPipelineParams(Options):
     """The edit section's keys that are the pipeline's, not the editor's (``EditSettings`` holds the rest)."""
 
@@ -80,6 +102,13 @@ class EditPipelineParams(Options):
 
     seed: int = option(42, "Every edit's seed.", minimum=0, maximum=MAX_SEED)
     batch_size: int = option(1, "Edits per UNet call.", minimum=1)
+    backend: str = option("local", "local: the stage's process; ray: a pool of Ray actors (edit.ray).",
+                          choices=BACKENDS)
+    ray: dict = ray_field("The Ray pool of backend ray (address, workers, num_gpus, ...).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        ray_section(EditRayParams, self.ray)
 
 
 @dataclass(frozen=True)
@@ -111,6 +140,13 @@ class ScoreParams(Options):
     resize_edited: bool = option(True, "Resize edits to their source's size (else such edits are error rows).")
     batch_size: int = option(16, "Edits per model call.", minimum=1)
     grid_edits: int = option(4, "Edits per type in the image grids.", minimum=0)
+    backend: str = option("local", "local: the stage's process; ray: a pool of Ray actors (score.ray).",
+                          choices=BACKENDS)
+    ray: dict = ray_field("The Ray pool of backend ray (address, workers, num_gpus, ...).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        ray_section(ScoreRayParams, self.ray)
 
 
 SECTIONS: dict[str, type] = {

@@ -32,6 +32,11 @@ def test_the_projects_params_pass():
     ("ale", "eoss", "zeros", "unknown setting ale.eoss (did you mean 'eos'?)"),
     ("ale", "bb_mask", "blocky", "ale.bb_mask must be one of nearest, multiscale; got 'blocky'"),
     ("bench", "limit", -1, "bench.limit must be >= 0; got -1"),
+    ("edit", "backend", "rey", "edit.backend must be one of local, ray; got 'rey'"),
+    ("edit", "ray", {"workerz": 2}, "unknown setting edit.ray.workerz (did you mean 'workers'?)"),
+    ("edit", "ray", 2, "edit.ray must be a mapping of keys, got 2"),
+    ("score", "ray", {"num_gpus": -1}, "score.ray.num_gpus must be >= 0; got -1"),
+    ("score", "backend", "cluster", "score.backend must be one of local, ray; got 'cluster'"),
 ])
 def test_bad_keys_and_values_are_named(section, key, value, message):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

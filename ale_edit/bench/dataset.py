@@ -32,16 +32,10 @@ class BenchLayoutError(EditInputError):
     """The benchmark folder does not have the layout or content ALE-Bench has."""
 
 
-@dataclass(frozen=True)
-class PromptInstance:
-    """One edit of ALE-Bench: ``edits`` are (source phrase, target phrase) pairs, one per edited object."""
+class EditPairs:
+    """What a class holding ``edits``, (source phrase, target phrase) pairs, reads of them."""
 
-    image: str
-    n_objects: int
-    edit_type: str
-    index: int
     edits: tuple[tuple[str, str], ...]
-    editing_types: tuple[str, ...] = ()
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -50,6 +44,18 @@ class PromptInstance:
     @property
     def targets(self) -> tuple[str, ...]:
         return tuple(t for _, t in self.edits)
+
+
+@dataclass(frozen=True)
+class PromptInstance(EditPairs):
+    """One edit of ALE-Bench: ``edits`` are (source phrase, target phrase) pairs, one per edited object."""
+
+    image: str
+    n_objects: int
+    edit_type: str
+    index: int
+    edits: tuple[tuple[str, str], ...]
+    editing_types: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

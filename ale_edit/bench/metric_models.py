@@ -191,6 +191,38 @@ def dino_key_projection(model: ViTModel) -> nn.Module:
     raise TypeError(f"cannot find the key projection of the last layer of {type(model).__name__}")
 
 
+def metric_model_names(preset: str = REAL, *, clip: str | None = None, dino: str | None = None,
+                       lpips: str | None = None) -> dict[str, str]:
+    """{"clip", "dino", "lpips": the model each loads}: the preset's defaults, ``clip``/``dino``/``lpips`` overriding
+    one each."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of {PRESETS}")
+    tiny = preset == TINY
+    return {"clip": clip or (TINY if tiny else DEFAULT_CLIP_MODEL),
+            "dino": dino or (TINY if tiny else DEFAULT_DINO_MODEL),
+            "lpips": lpips or (TINY if tiny else DEFAULT_LPIPS_NET)}
+
+
+@dataclass(frozen=True)
+class MetricModelSpec:
+    """What ``load_metric_models`` is called with: the score stage loads it, or sends it to each Ray actor, which
+    loads its own."""
+
+    preset: str = REAL
+    clip: str | None = None
+    dino: str | None = None
+    lpips: str | None = None
+    device: str | None = None
+    dtype: str | None = "fp32"
+
+    def names(self) -> dict[str, str]:
+        return metric_model_names(self.preset, clip=self.clip, dino=self.dino, lpips=self.lpips)
+
+    def load(self) -> "MetricModels":
+        return load_metric_models(self.preset, clip=self.clip, dino=self.dino, lpips=self.lpips, device=self.device,
+                                  dtype=self.dtype)
+
+
 def load_metric_models(
     preset: str = REAL,
     *,
@@ -206,12 +238,8 @@ def load_metric_models(
 
     ``dtype`` applies to CLIP and DINO (``None``/``"auto"``: ``resolve_dtype``'s choice); LPIPS always runs in fp32.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; choose one of {PRESETS}")
-    tiny = preset == TINY
-    clip_name = clip or (TINY if tiny else DEFAULT_CLIP_MODEL)
-    dino_name = dino or (TINY if tiny else DEFAULT_DINO_MODEL)
-    lpips_name = lpips or (TINY if tiny else DEFAULT_LPIPS_NET)
+    names = metric_model_names(preset, clip=clip, dino=dino, lpips=lpips)
+    clip_name, dino_name, lpips_name = names["clip"], names["dino"], names["lpips"]
     device = resolve_device(device)
     dtype = resolve_dtype(device, dtype)
 
@@ -224,5 +252,5 @@ def load_metric_models(
         module.to(device=device, dtype=module_dtype)
     return MetricModels(
         clip=clip_model, clip_tokenizer=tokenizer, clip_processor=processor, dino=dino_model, lpips=lpips_model,
-        device=device, dtype=dtype, names={"clip": clip_name, "dino": dino_name, "lpips": lpips_name},
+        device=device, dtype=dtype, names=names,
     )

@@ -19,14 +19,14 @@ from typing import Callable, Hashable, Mapping
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..edit_types import PIE_EDIT_TYPES
 from ..errors import EditInputError
-from ..io import load_image, load_mask
+from ..io import DISK, Files, load_image, load_mask, mask_label, opened_image
 from ..prompts import unmark
 from . import dataset
-from .dataset import EDIT_TYPES, PromptInstance
+from .dataset import EDIT_TYPES, EditPairs, PromptInstance
 from .instances import ERROR_COLUMN, row_prompts
 from .names import BACKGROUND, MASK_WEIGHTS, Region
 
@@ -37,7 +37,7 @@ SOFT_MASKS_KEY = "source_objects"  # manifest entry: {phrase: the source's own (
 
 
 @dataclass(frozen=True)
-class EditRecord:
+class EditRecord(EditPairs):
     """One edit to score: where its images and masks are, and what was asked.
 
     ``masks`` maps phrases to mask files; it must hold every source phrase of ``edits`` (it may hold more: only the
@@ -70,31 +70,18 @@ class EditRecord:
             image=instance.image, index=instance.index, input_error=input_error, target_prompt=target_prompt,
         )
 
-    @property
-    def sources(self) -> tuple[str, ...]:
-        return tuple(s for s, _ in self.edits)
-
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return tuple(t for _, t in self.edits)
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Masks as weights
 
 
-def load_mask_levels(path: str | os.PathLike, *, name: str | None = None) -> np.ndarray:
+def load_mask_levels(path: str | os.PathLike, *, name: str | None = None, files: Files = DISK) -> np.ndarray:
     """A mask file's grey levels (uint8 HxW) as the authors' evaluation reads them: ``Image.open(p).convert("L")``
     (an alpha channel is ignored, as there). An all-black mask is an error, as an empty binary mask is."""
     path = Path(path)
-    label = f"mask for {name!r}" if name else "mask"
-    if not path.is_file():
-        raise EditInputError(f"{label} not found: {path}")
-    try:
-        with Image.open(path) as im:
-            levels = np.array(im.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise EditInputError(f"{label} cannot be read: {path}: {exc}") from exc
+    label = mask_label(name)
+    with opened_image(path, label, files) as im:
+        levels = np.array(im.convert("L"))
     if not levels.any():
         raise EditInputError(f"{label} is empty (every pixel is 0): {path}")
     return levels
@@ -118,12 +105,13 @@ def mask_weight(mask: np.ndarray) -> np.ndarray:
     raise TypeError(f"a mask is stored as bool or uint8 grey levels, not {mask.dtype}")
 
 
-def load_object_mask(path: str | os.PathLike, mask_weights: str, *, name: str | None = None) -> np.ndarray:
+def load_object_mask(path: str | os.PathLike, mask_weights: str, *, name: str | None = None,
+                     files: Files = DISK) -> np.ndarray:
     """An object's mask as ``mask_weights`` stores it: bool (``"binary"``) or uint8 grey levels (``"soft"``)."""
     if mask_weights == "binary":
-        return load_mask(path, name=name)
+        return load_mask(path, name=name, files=files)
     if mask_weights == "soft":
-        return load_mask_levels(path, name=name)
+        return load_mask_levels(path, name=name, files=files)
     raise ValueError(f"unknown mask_weights {mask_weights!r}; choose one of {MASK_WEIGHTS}")
 
 
@@ -197,24 +185,33 @@ def check_record(record: EditRecord) -> None:
         raise EditInputError(f"a source phrase is edited twice: {list(record.sources)}")
 
 
+def record_files(record: EditRecord) -> list[Path]:
+    """The files ``prepare_edit`` reads for ``record``: source, edited image, the edited objects' masks."""
+    return [Path(record.source_image), Path(record.edited_image),
+            *(Path(record.masks[p]) for p in record.sources if p in record.masks)]
+
+
 def prepare_edit(
     record: EditRecord,
     *,
     cache: LRUCache | None = None,
     mask_weights: str = "binary",
     resize_edited: bool = False,
+    files: Files = DISK,
 ) -> PreparedEdit:
     """Load and check an edit's source, edited image and object masks; raise ``EditInputError`` naming the problem.
 
     ``mask_weights``: ``"binary"`` masks (binarised at 0.5) or ``"soft"`` (grey levels, the authors' weights).
     ``resize_edited``: resize an edited image of another size than the source's (bicubic) instead of failing.
+    ``files``: where the files are read (``ale_edit.io.Files``: this disk, or contents sent to a Ray worker).
     """
     if mask_weights not in MASK_WEIGHTS:
         raise ValueError(f"unknown mask_weights {mask_weights!r}; choose one of {MASK_WEIGHTS}")
     cache = cache if cache is not None else LRUCache(0)
     check_record(record)
-    source = cache.get_or(("image", str(record.source_image)), lambda: np.array(load_image(record.source_image)))
-    edited_im = load_image(record.edited_image)
+    source = cache.get_or(("image", str(record.source_image)),
+                          lambda: np.array(load_image(record.source_image, files=files)))
+    edited_im = load_image(record.edited_image, files=files)
     height, width = source.shape[:2]
     resized_from = None
     if edited_im.size != (width, height):
@@ -232,7 +229,7 @@ def prepare_edit(
         if path is None:
             raise EditInputError(f"no mask for edited phrase {phrase!r} (masks: {sorted(record.masks)})")
         mask = cache.get_or(("mask", mask_weights, str(path)),
-                            lambda: load_object_mask(path, mask_weights, name=phrase))
+                            lambda: load_object_mask(path, mask_weights, name=phrase, files=files))
         if mask.shape != (height, width):
             raise EditInputError(
                 f"mask for {phrase!r} is {mask.shape[1]}x{mask.shape[0]}, the source image is {width}x{height}: {path}"
@@ -295,8 +292,9 @@ def records_from_edit_table(
     which its manifest lists under ``source_objects``. Without them ``"soft"`` is an error rather than a silent
     binary score.
 
-    A PIE-Bench table's row with an ``error`` (no pair) becomes a record failed with it; its whole target prompt,
-    without the marks, is the record's ``target_prompt``.
+    An edit the edit stage recorded as failed (its ``error`` column; it has no image) becomes a record carrying
+    that error, so it is scored as an error row; so does a PIE-Bench table's row with an ``error`` (no pair), whose
+    whole target prompt, without the marks, is the record's ``target_prompt``.
     """
     results_dir, bench_dir = Path(results_dir), Path(bench_dir)
     manifest = json.loads((bench_dir / "manifest.json").read_text())
@@ -315,10 +313,12 @@ def records_from_edit_table(
         instance = PromptInstance(row.image, int(row.n_objects), row.edit_type, int(row.index),
                                   tuple((str(s), str(t)) for s, t in zip(row.sources, row.targets)))
         prompts = row_prompts(row)
-        error = getattr(row, ERROR_COLUMN, None)
+        error = getattr(row, ERROR_COLUMN, None)  # a string; None, NaN or absent (older tables) for a good edit
+        if isinstance(error, str) and isinstance(getattr(row, "fingerprint", None), str):
+            error = f"the edit failed: {error}"  # the edit stage's; a row without a fingerprint was never edited
         records.append(EditRecord.for_instance(
             instance, edit_id=row.edit_id, source_image=bench_dir / entry["file"],
-            # An error row (PIE-Bench, no pair) has no image: its record fails with its error before any is read.
+            # An error row has no image: its record fails with its error before any is read.
             edited_image=results_dir / (row.path if isinstance(row.path, str) else ""),
             masks={p: bench_dir / f for p, f in entry[masks_key].items()},
             input_error=error if isinstance(error, str) else None,

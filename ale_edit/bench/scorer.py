@@ -9,6 +9,11 @@ Within a call SSIM's map is made in strips of rows and LPIPS runs one layer at a
 ``pixel_budget=None`` scores all the edits of a batch (of one size) in one call, as before the budget existed.
 The masked images CLIP reads are made per CLIP batch, not for a whole batch of edits at once (their features
 then make one score matrix, as before).
+
+An edit's numbers depend only on the batch of edits it is scored with (``score_records`` cuts the records into
+batches in order), never on what was scored before: the target texts are encoded per batch, each source image's
+DINO self-similarity alone. So scorers that each score some of the batches (Ray actors) give exactly the numbers
+of one scorer that scores them all, also on devices whose kernels round differently with a batch's make-up.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .metrics import (
     BACKGROUND, DINO_INPUTS, MASK_WEIGHTS, METRIC_COLUMNS, Region, background_metrics, clip_region_metrics,
     clip_score_matrix, dino_preprocess, dino_self_similarity, joined_prompt, weighted_pixels,
 )
+from ..io import DISK, Files
 from .records import EditRecord, LRUCache, PreparedEdit, prepare_edit
 
 INFO_COLUMNS = (
@@ -257,6 +263,7 @@ class Scorer:
             t for _, edit in batch for t in (*edit.record.targets, joined_prompt(edit.record.targets),
                                              *edited_texts(edit.record))
         ))
+        self._text_cache.clear()  # the batch's texts are encoded together, whatever earlier batches encoded
         scores = self.clip_scores(_MaskedImages(batch, owners), texts, batch_size=batch_size)
         row_of = {owner: i for i, owner in enumerate(owners)}
         col_of = {t: i for i, t in enumerate(texts)}
@@ -269,15 +276,13 @@ class Scorer:
 
     def _structure_metrics(self, batch: list[tuple[dict, PreparedEdit]], batch_size: int) -> None:
         keys = [(str(edit.record.source_image), edit.source.shape) for _, edit in batch]
-        missing = {key: edit.source for key, (_, edit) in zip(keys, batch) if key not in self._source_sim_cache}
-        new_sources = list(missing)
-        sims = self.self_similarities([missing[key] for key in new_sources] + [edit.edited for _, edit in batch],
-                                      batch_size=batch_size)
-        for key, sim in zip(new_sources, sims[: len(new_sources)]):
-            self._source_sim_cache[key] = sim
-        for key, (row, _), sim_e in zip(keys, batch, sims[len(new_sources) :]):
-            sim_s = self._source_sim_cache.get_or(key, lambda: None)
-            row["structure_distance"] = float(F.mse_loss(sim_e, sim_s))
+        for key, (_, edit) in zip(keys, batch):
+            if key not in self._source_sim_cache:  # alone: the same numbers whichever batch first needs it
+                self._source_sim_cache[key] = self.self_similarities([edit.source])[0]
+        sims = self.self_similarities([edit.edited for _, edit in batch], batch_size=batch_size)
+        for key, (row, _), sim_e in zip(keys, batch, sims):
+            self._source_sim_cache.move_to_end(key)
+            row["structure_distance"] = float(F.mse_loss(sim_e, self._source_sim_cache[key]))
         while len(self._source_sim_cache) > self._source_sim_cache.size:
             self._source_sim_cache.popitem(last=False)
 
@@ -294,17 +299,20 @@ class Scorer:
         self._clip_metrics(batch, batch_size)
         self._structure_metrics(batch, batch_size)
 
-    def prepare(self, record: EditRecord) -> PreparedEdit:
-        """Load an edit as this scorer reads it (its mask weights, resizing or not)."""
+    def prepare(self, record: EditRecord, files: Files = DISK) -> PreparedEdit:
+        """Load an edit as this scorer reads it (its mask weights, resizing or not), its files read through
+        ``files``."""
         return prepare_edit(record, cache=self._load_cache, mask_weights=self.mask_weights,
-                            resize_edited=self.resize_edited)
+                            resize_edited=self.resize_edited, files=files)
 
     def score_records(
-        self, records: Sequence[EditRecord], *, batch_size: int | None = None, progress: bool | None = None
+        self, records: Sequence[EditRecord], *, batch_size: int | None = None, progress: bool | None = None,
+        files: Files = DISK,
     ) -> pd.DataFrame:
         """Score edits; one row per record, in order, with ``COLUMNS``. Bad input gives NaNs and an ``error``.
 
-        ``batch_size`` and ``progress`` override the scorer's settings for this call.
+        ``batch_size`` and ``progress`` override the scorer's settings for this call; ``files``: where the
+        records' files are read (``ale_edit.io.Files``).
         """
         if batch_size is not None:
             _check_batch_size(batch_size)
@@ -318,7 +326,7 @@ class Scorer:
                     row = empty_row(record)
                     rows.append(row)
                     try:
-                        prepared.append((row, self.prepare(record)))
+                        prepared.append((row, self.prepare(record, files)))
                     except EditInputError as exc:
                         row["error"] = str(exc)
                 self.score_prepared(prepared, batch_size=batch_size)

@@ -57,7 +57,7 @@ __all__ = [  # the public names: this module's, and those of the modules above
     # settings
     "ScoreSettings", "score_settings", "score_settings_from_params",
     # here
-    "MetricModels", "ScoreRun", "score_edits", "score_results", "write_outputs",
+    "MetricModels", "ScoreRun", "score_edits", "score_results", "score_run", "write_outputs",
 ]
 
 
@@ -85,9 +85,15 @@ def score_edits(
     layout), which may differ between tables that ``aggregate_tables`` combines."""
     scorer = Scorer(models, batch_size=batch_size, pixel_budget=pixel_budget, progress=progress,
                     **settings.scorer_options())
-    per_edit = scorer.score_records(records)
+    return score_run(scorer.score_records(records), settings, models.names, models.dtype, **inputs)
+
+
+def score_run(per_edit: pd.DataFrame, settings: ScoreSettings, model_names: dict, dtype: torch.dtype,
+              **inputs: object) -> ScoreRun:
+    """The run of a per-edit table, however it was scored (here or by Ray actors): the table with its settings in
+    ``attrs`` (see ``score_edits``) and the aggregate metrics."""
     per_edit.attrs[SETTINGS_KEY] = settings.record(
-        models=dict(models.names), dtype=str(models.dtype).replace("torch.", ""), **{INPUTS_KEY: inputs})
+        models=dict(model_names), dtype=str(dtype).replace("torch.", ""), **{INPUTS_KEY: inputs})
     return ScoreRun(per_edit, to_jsonable(aggregate(per_edit)))
 
 
