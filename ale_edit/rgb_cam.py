@@ -6,7 +6,10 @@ query grid); the keys are the ordinary target prompt's. The output is
 claimed by two objects counts as background. The other chunks run plain SDPA.
 
 ``RegionGuidance`` holds an edit batch's masks, token owners and region values, and caches what depends only on
-a layer's resolution (the masks) or on the layer (V of the region values, constant over a run).
+a layer's resolution (the masks). V of the region values is constant over a run too, but is projected at every
+call: cached for every layer it would hold (1 + K) x 77 x (the sum of the layers' widths) floats for the whole run
+(15 MiB on SD-1.5 with three objects, 7 % of a whole 256 px edit's peak on a CPU), to save about 6 GFLOP a step
+(about 1.5 % of the UNet's work at 256 px, less at 768).
 """
 
 from __future__ import annotations
@@ -50,7 +53,6 @@ class RegionGuidance:
     token_owner: torch.Tensor
     region_values: torch.Tensor
     _region_cache: dict = field(default_factory=dict, repr=False)
-    _value_cache: dict = field(default_factory=dict, repr=False)
 
     def region_masks(self, n_pixels: int, device, dtype) -> RegionMasks:
         """Masks at the resolution of a layer with ``n_pixels`` queries, cached per resolution."""
@@ -78,14 +80,10 @@ class RegionGuidance:
         return RegionMasks(allowed.to(device), regions.to(device))
 
     def value_projection(self, attn, dtype) -> torch.Tensor:
-        """V(region values) of one cross-attention layer, (B, R, heads, T, dh); constant over a run, so computed
-        once per layer instead of at every step."""
-        key = (id(attn), dtype)
-        if key not in self._value_cache:
-            b, n_regions, t, d = self.region_values.shape
-            values = attn.to_v(self.region_values.reshape(b * n_regions, t, d).to(attn.to_v.weight.device, dtype))
-            self._value_cache[key] = values.view(b, n_regions, t, attn.heads, -1).permute(0, 1, 3, 2, 4)
-        return self._value_cache[key]
+        """V(region values) of one cross-attention layer, (B, R, heads, T, dh)."""
+        b, n_regions, t, d = self.region_values.shape
+        values = attn.to_v(self.region_values.reshape(b * n_regions, t, d).to(attn.to_v.weight.device, dtype))
+        return values.view(b, n_regions, t, attn.heads, -1).permute(0, 1, 3, 2, 4)
 
 
 class RegionGuidedCrossAttention(AttentionProcessor):
