@@ -13,6 +13,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def project_params() -> dict:
+    """The project's params.yaml as committed: the defaults the tests build on. The README's smoke run
+    (``dvc exp run -S ...``) leaves its values in the working copy's params.yaml, and a test must not inherit them
+    (a PIE-Bench test would ask for ALE-Bench's images). Outside a git checkout: the file as it is."""
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
+    return yaml.safe_load(shown.stdout if shown.returncode == 0 else (ROOT / "params.yaml").read_text())
+
+
 def load_stage(name: str):
     """The click command of ``stages/<name>.py``."""
     sys.path.insert(0, str(ROOT / "stages"))
@@ -27,7 +35,7 @@ def load_stage(name: str):
 
 def smoke_params(bench_source, **overrides) -> dict:
     """The project's params.yaml switched to tiny models and a small subset of real ALE-Bench."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = project_params()
     params["bench"].update(source=str(bench_source), images=["artificial_img05", "natural_img02"])
     params["prompts"].update(instances=1, edit_types=["color", "object"], object_counts=[1, 2])
     params["model"]["preset"] = "tiny"

@@ -4,16 +4,15 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from stage_utils import ROOT, smoke_params, write_params
+from stage_utils import ROOT, project_params, smoke_params, write_params
 
 sys.path.insert(0, str(ROOT / "stages"))
 import params as schema  # noqa: E402
 
 
 def test_the_projects_params_pass():
-    schema.check_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    schema.check_params(project_params())
 
 
 @pytest.mark.parametrize("section,key,value,message", [
@@ -39,7 +38,7 @@ def test_the_projects_params_pass():
     ("score", "backend", "cluster", "score.backend must be one of local, ray; got 'cluster'"),
 ])
 def test_bad_keys_and_values_are_named(section, key, value, message):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = project_params()
     params[section][key] = value
     with pytest.raises(schema.SettingError) as error:
         schema.check_params(params)
@@ -47,7 +46,7 @@ def test_bad_keys_and_values_are_named(section, key, value, message):
 
 
 def test_unknown_section_and_method():
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = project_params()
     with pytest.raises(schema.SettingError, match="unknown section 'scores' in params.yaml .did you mean 'score'"):
         schema.check_params({**params, "scores": {}})
     with pytest.raises(schema.SettingError, match="unknown method 'p2q' .did you mean 'p2p'"):

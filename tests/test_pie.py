@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from click.testing import CliRunner
 from PIL import Image
 
@@ -21,7 +20,7 @@ from ale_edit.bench.pie import PairError, decode_mask, edit_pair, load_512, runs
 from ale_edit.bench.report import Run, comparison_table
 from pie_fixture import ENTRIES, PAIRS, box_mask, encode_mask, write_pie_bench
 from scoring_helpers import models, scorer_for, write_edit  # noqa: F401  (models: a fixture)
-from stage_utils import DVC, ROOT, load_stage, make_project, ran_stages, sh, write_params
+from stage_utils import DVC, ROOT, load_stage, make_project, project_params, ran_stages, sh, write_params
 
 sys.path.insert(0, str(ROOT / "stages"))
 import params as schema  # noqa: E402  (stages/params.py: params.yaml's schema)
@@ -30,7 +29,7 @@ PIE_TYPES = ["change_object", "change_content", "change_color", "change_material
 
 
 def pie_params(source, **sections) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = project_params()
     params["bench"].update(kind="pie", source=str(source))
     params["prompts"]["edit_types"] = list(PIE_TYPES)
     params["model"]["preset"] = "tiny"

@@ -6,7 +6,6 @@ from math import floor
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from ale_edit import steps
 from ale_edit.methods.ale import AleController
@@ -15,9 +14,9 @@ from ale_edit.methods.infedit import InfEditController
 from ale_edit.methods.masactrl import MasaCtrlController
 from ale_edit.methods.p2p import PromptToPromptBlend, PromptToPromptController
 
-from stage_utils import ROOT
+from stage_utils import project_params
 
-PARAMS_SCHEDULES = sorted(set(yaml.safe_load((ROOT / "params.yaml").read_text())["schedule"].values()))
+PARAMS_SCHEDULES = sorted(set(project_params()["schedule"].values()))
 FRACTIONS = sorted(set(PARAMS_SCHEDULES) | {round(0.1 * i, 1) for i in range(1, 11)})
 STEP_COUNTS = range(1, 51)
 
