@@ -41,7 +41,8 @@ STUDIO_EXTRA = "pip install -e '.[studio]'"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 PAIR_OPTION = "-e/--edit"  # pairs are read as the CLI reads its -e option, so errors read the same
-# A mask layer on the page: painted pixels in this colour, half transparent so the object shows through.
+# A mask layer on the page: painted pixels in this colour, half transparent so the object shows through. Every
+# image the page exchanges is PNG (Gradio's default, WebP, is lossy: it would blur mask layers and results).
 MASK_RGBA = (255, 0, 255, 160)
 MASK_BRUSH = "rgba(255, 0, 255, 0.63)"
 
@@ -78,6 +79,18 @@ def parse_pairs(text: str, image: Image.Image | None = None) -> list[tuple[str, 
         raise EditInputError(exc.format_message()) from exc
     validate_request(EditRequest(image if image is not None else Image.new("RGB", (1, 1)), pairs))
     return pairs
+
+
+def parse_schedule(text) -> float | None:
+    """The Q,K injection schedule typed on the page: blank for the edit type's own, else a number (checked to lie in
+    [0, 1] by the editor, with its message)."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise EditInputError(f"schedule {text!r} is not a number; give a fraction in [0, 1] or leave it blank "
+                             f"for the edit type's") from None
 
 
 def format_pairs(pairs: Sequence[tuple[str, str]]) -> str:
@@ -381,8 +394,7 @@ def build_app(studio: Studio):
         return {source: _editor_mask(value, image.size) for (source, _), value in zip(pairs, editor_values)}
 
     def edit_kind(edit_type, schedule):
-        return (None if edit_type in (None, "", NO_TYPE) else edit_type,
-                None if schedule in (None, "") else float(schedule))
+        return None if edit_type in (None, "", NO_TYPE) else edit_type, parse_schedule(schedule)
 
     @page_errors
     def pick_bench_image(name):
@@ -480,8 +492,8 @@ def build_app(studio: Studio):
                 with gr.Row():
                     method = gr.Dropdown(list(method_names()), value="ale", label="Method")
                     edit_type = gr.Dropdown([NO_TYPE, *EDIT_TYPES], value=NO_TYPE, label="Edit type")
-                    schedule = gr.Number(value=None, label="Schedule (0-1; overrides the type)", minimum=0,
-                                         maximum=1)
+                    # A textbox, not a number field: blank must mean "from the edit type", and a number field sends 0.
+                    schedule = gr.Textbox(value="", label="Schedule (0-1; blank: from the edit type)")
                 with gr.Row():
                     steps = gr.Number(value=EditSettings().steps, precision=0, minimum=1, label="Steps")
                     size = gr.Number(value=EditSettings().size, precision=0, minimum=64, step=64,
@@ -494,28 +506,28 @@ def build_app(studio: Studio):
         detect_button = gr.Button("Detect", variant="primary")
         status = gr.Textbox(label="Detection", interactive=False)
         with gr.Row():
-            detected = gr.Image(type="pil", label="Detected masks, dilated as the editor uses them",
+            detected = gr.Image(type="pil", format="png", label="Detected masks, dilated as the editor uses them",
                                 interactive=False, height=320)
             editors, mask_uploads = [], []
             for slot in range(MAX_PAIRS):
                 with gr.Column():
                     editors.append(gr.ImageEditor(
-                        type="pil", label=f"mask {slot + 1}", visible=False, height=320, sources=(),
+                        type="pil", format="png", label=f"mask {slot + 1}", visible=False, height=320, sources=(),
                         brush=gr.Brush(colors=[MASK_BRUSH], default_color=MASK_BRUSH, color_mode="fixed"),
                         eraser=gr.Eraser()))
                     mask_uploads.append(gr.File(label=f"or upload mask {slot + 1}", file_types=["image"],
-                                                type="filepath", height=60))
+                                                type="filepath"))
         with gr.Row():
             save_button = gr.Button("Save masks")
             edit_button = gr.Button("Edit", variant="primary")
             compare_button = gr.Button("Compare every method")
         saved = gr.Markdown()
         with gr.Row():
-            shown_source = gr.Image(type="pil", label="Source (working size)", interactive=False)
-            shown_masks = gr.Image(type="pil", label="Masks used (dilated)", interactive=False)
-            shown_result = gr.Image(type="pil", label="Result", interactive=False)
+            shown_source = gr.Image(type="pil", format="png", label="Source (working size)", interactive=False)
+            shown_masks = gr.Image(type="pil", format="png", label="Masks used (dilated)", interactive=False)
+            shown_result = gr.Image(type="pil", format="png", label="Result", interactive=False)
         record = gr.JSON(label="Edit record")
-        gallery = gr.Gallery(label="Every method on the same input", columns=len(method_names()) + 1, height=260)
+        gallery = gr.Gallery(label="Every method on the same input", format="png", columns=len(method_names()) + 1, height=260)
         records = gr.JSON(label="Records per method")
 
         bench_image.change(pick_bench_image, bench_image, [image, image_name, instance], api_name="pick_image")

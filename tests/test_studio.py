@@ -22,9 +22,10 @@ from ale_edit.images import working_image, working_size
 from ale_edit.io import load_image
 from ale_edit.masks import dilate_mask, dilation_radius
 from ale_edit.methods import method_names
+from ale_edit.bench.dataset import load_prompt_instances
 from ale_edit.studio import (
-    STUDIO_EXTRA, Studio, detect_phrase_masks, dvc_command, edit_settings, mask_from_layers, mask_layer,
-    parse_pairs, save_masks,
+    STUDIO_EXTRA, Studio, detect_phrase_masks, dvc_command, edit_settings, instance_label, mask_from_layers,
+    mask_layer, parse_pairs, parse_schedule, save_masks,
 )
 from stage_utils import load_stage, smoke_params, write_params
 
@@ -193,8 +194,15 @@ def test_edit_and_compare_run_every_method_on_the_same_input(studio, image, monk
     assert ale["settings"]["options"]["ore"] is False
 
 
-def test_ale_switches_are_refused_for_other_methods_as_the_cli_refuses_them():
-    assert edit_settings("p2p", ale_switches={"ore": False}).method == "p2p"  # ignored: not p2p's options
+def test_a_blank_schedule_means_the_edit_type_s_and_a_word_is_named():
+    assert parse_schedule("") is None and parse_schedule(" 0.6 ") == 0.6
+    with pytest.raises(EditInputError, match="schedule 'half' is not a number"):
+        parse_schedule("half")
+
+
+def test_ale_switches_set_ale_s_options_only_and_bad_settings_give_the_cli_s_message():
+    assert edit_settings("ale", ale_switches={"ore": False, "bb": True}).options.ore is False
+    assert edit_settings("p2p", ale_switches={"ore": False}).method == "p2p"  # not p2p's options: not passed
     with pytest.raises(EditInputError, match="multiple of 64"):
         edit_settings("ale", size=100)
 
@@ -245,13 +253,14 @@ def test_page_detects_saves_and_edits(served, client, ale_bench):
 
     source = handle_file(str(ale_bench / "images" / f"{IMAGE}.jpg"))
     pairs = "cup=golden cup\nbook=red book"
-    status, detected, cup_editor, book_editor, unused = client.predict(source, pairs, STEPS, SIZE,
-                                                                       api_name="/detect")
+    status, detected, *updates = client.predict(source, pairs, STEPS, SIZE, api_name="/detect")
+    assert [u["visible"] for u in updates] == [True, True, False]  # one mask editor per pair
+    cup_editor, book_editor = (u["value"] for u in updates[:2])
     assert "NOT FOUND by the detector: book" in status
     image = load_image(ale_bench / "images" / f"{IMAGE}.jpg")
     assert Image.open(detected).size == image.size
-    cup = mask_from_layers([Image.open(layer["path"]) for layer in cup_editor["layers"]], image.size)
-    assert cup.any() and not mask_from_layers([Image.open(book_editor["layers"][0]["path"])], image.size).any()
+    cup = mask_from_layers([Image.open(layer) for layer in cup_editor["layers"]], image.size)
+    assert cup.any() and not mask_from_layers([Image.open(book_editor["layers"][0])], image.size).any()
 
     # The missed phrase gets a mask painted in: its layer, sent back as the page sends it.
     painted = np.zeros((image.height, image.width), bool)
@@ -260,10 +269,10 @@ def test_page_detects_saves_and_edits(served, client, ale_bench):
     mask_layer(painted, image.size).save(layer_file)
 
     def editor(value, layers):
-        return {"background": handle_file(value["background"]["path"]), "layers": [handle_file(p) for p in layers],
+        return {"background": handle_file(value["background"]), "layers": [handle_file(p) for p in layers],
                 "composite": None}
 
-    editors = [editor(cup_editor, [layer["path"] for layer in cup_editor["layers"]]),
+    editors = [editor(cup_editor, cup_editor["layers"]),
                editor(book_editor, [str(layer_file)]), None]
     saved = client.predict(source, IMAGE, pairs, *editors, api_name="/save")
     masks_dir = served[1].masks_dir
@@ -274,7 +283,7 @@ def test_page_detects_saves_and_edits(served, client, ale_bench):
         assert np.array_equal(np.asarray(f) == 255, painted)
 
     shown_source, shown_masks, result, record = client.predict(
-        source, pairs, "ale", "color", None, STEPS, SIZE, 7, True, True, True, *editors, api_name="/edit")
+        source, pairs, "ale", "color", "", STEPS, SIZE, 7, True, True, True, *editors, api_name="/edit")
     assert Image.open(result).size == (SIZE, SIZE) and Image.open(shown_source).size == (SIZE, SIZE)
     assert record["method"] == "ale" and record["mask_sources"] == {"cup": "given", "book": "given"}
     assert record["seed"] == 7 and record["settings"]["steps"] == STEPS
@@ -284,7 +293,7 @@ def test_page_compares_every_method(client, ale_bench):
     from gradio_client import handle_file
 
     source = handle_file(str(ale_bench / "images" / f"{IMAGE}.jpg"))
-    gallery, records = client.predict(source, "cup=golden cup", "color", None, STEPS, SIZE, 7, True, True, True,
+    gallery, records = client.predict(source, "cup=golden cup", "color", "", STEPS, SIZE, 7, True, True, True,
                                       None, None, None, api_name="/compare")
     assert [item["caption"] for item in gallery] == ["source", *method_names()]
     assert sorted(records) == sorted(method_names())
@@ -297,7 +306,7 @@ def test_page_shows_the_cli_s_error_for_a_bad_pair(client, ale_bench, image):
     with pytest.raises(EditInputError) as expected:
         parse_pairs("cup", image)
     with pytest.raises(Exception) as raised:
-        client.predict(source, "cup", "ale", None, None, STEPS, SIZE, 7, True, True, True, None, None, None,
+        client.predict(source, "cup", "ale", None, "", STEPS, SIZE, 7, True, True, True, None, None, None,
                        api_name="/edit")
     assert str(expected.value) in str(raised.value)
 
@@ -305,6 +314,8 @@ def test_page_shows_the_cli_s_error_for_a_bad_pair(client, ale_bench, image):
 def test_page_lists_a_bench_image_s_official_edits(client, ale_bench):
     path, name, instances = client.predict(IMAGE, api_name="/pick_image")
     assert name == IMAGE and Image.open(path).size == load_image(ale_bench / "images" / f"{IMAGE}.jpg").size
+    official = [instance_label(i) for i in load_prompt_instances(ale_bench, images=IMAGE)]
+    assert official and [label for label, _ in instances["choices"]] == official
 
 
 def test_a_headless_browser_renders_the_page(served, tmp_path):
@@ -315,6 +326,10 @@ def test_a_headless_browser_renders_the_page(served, tmp_path):
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--window-size=1280,1600", "--virtual-time-budget=15000", f"--screenshot={shot}", served[0]],
                    capture_output=True, timeout=120, check=True)
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+                          "--dump-dom", served[0]], capture_output=True, text=True, timeout=120, check=True).stdout
+    for button in ("Detect", "Save masks", "Edit", "Compare every method"):  # drawn by the page's scripts
+        assert f">{button}<" in dom.replace("\n", "").replace("  ", ""), button
     with Image.open(shot) as png:
         assert png.format == "PNG" and png.size == (1280, 1600)
         pixels = np.asarray(png.convert("L"))
