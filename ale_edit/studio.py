@@ -532,7 +532,7 @@ def build_app(studio: Studio):
 
         bench_image.change(pick_bench_image, bench_image, [image, image_name, instance], api_name="pick_image")
         image.upload(uploaded_image, image, image_name, api_name=False)
-        instance.change(pick_instance, [bench_image, instance], [pairs, edit_type], api_name=False)
+        instance.change(pick_instance, [bench_image, instance], [pairs, edit_type], api_name="pick_instance")
         detect_button.click(detect, [image, pairs, steps, size], [status, detected, *editors], api_name="detect")
         for slot, upload in enumerate(mask_uploads):
             upload.upload(upload_mask(slot), [image, upload, pairs], editors[slot], api_name=f"upload_mask_{slot + 1}")

@@ -316,6 +316,9 @@ def test_page_lists_a_bench_image_s_official_edits(client, ale_bench):
     assert name == IMAGE and Image.open(path).size == load_image(ale_bench / "images" / f"{IMAGE}.jpg").size
     official = [instance_label(i) for i in load_prompt_instances(ale_bench, images=IMAGE)]
     assert official and [label for label, _ in instances["choices"]] == official
+    chosen = load_prompt_instances(ale_bench, images=IMAGE, n_objects=2)[0]
+    pairs, edit_type = client.predict(IMAGE, instance_label(chosen), api_name="/pick_instance")
+    assert parse_pairs(pairs) == list(chosen.edits) and edit_type == chosen.edit_type
 
 
 def test_a_headless_browser_renders_the_page(served, tmp_path):
