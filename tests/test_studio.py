@@ -289,6 +289,20 @@ def test_page_detects_saves_and_edits(served, client, ale_bench):
     assert record["seed"] == 7 and record["settings"]["steps"] == STEPS
 
 
+def test_page_takes_an_uploaded_mask_into_the_phrase_s_editor(served, client, ale_bench, tmp_path):
+    from gradio_client import handle_file
+
+    image = load_image(ale_bench / "images" / f"{IMAGE}.jpg")
+    mask = np.zeros((image.height, image.width), bool)
+    mask[100:300, 200:700] = True
+    mask_file = tmp_path / "book.png"
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(mask_file)
+    update = client.predict(handle_file(str(ale_bench / "images" / f"{IMAGE}.jpg")), handle_file(str(mask_file)),
+                            "cup=golden cup\nbook=red book", api_name="/upload_mask_2")
+    assert update["visible"] is True
+    assert np.array_equal(mask_from_layers([Image.open(p) for p in update["value"]["layers"]], image.size), mask)
+
+
 def test_page_compares_every_method(client, ale_bench):
     from gradio_client import handle_file
 
