@@ -27,7 +27,7 @@ from PIL import Image
 from .atomic import save_image
 from .bench.dataset import PromptInstance, image_path, list_images, load_prompt_instances, mask_phrase
 from .commands.edit import build_settings, mask_file_name, parse_assignment
-from .editor import EditRequest, EditResult, Editor, validate_request
+from .editor import MAX_OBJECTS, EditRequest, EditResult, Editor, validate_request
 from .errors import EditInputError
 from .grounding import BOX_THRESHOLD, TEXT_THRESHOLD
 from .images import working_image
@@ -91,6 +91,13 @@ def parse_schedule(text) -> float | None:
     except ValueError:
         raise EditInputError(f"schedule {text!r} is not a number; give a fraction in [0, 1] or leave it blank "
                              f"for the edit type's") from None
+
+
+def whole_number(value, name: str) -> int:
+    """A whole number typed on the page (steps, size, seed); a blank or fractional one is named."""
+    if value is None or value == "" or float(value) != int(float(value)):
+        raise EditInputError(f"{name} must be a whole number, got {value!r}")
+    return int(float(value))
 
 
 def format_pairs(pairs: Sequence[tuple[str, str]]) -> str:
@@ -348,7 +355,7 @@ class Studio:
 # ----------------------------------------------------------------------------------------------------------------
 # The page (Gradio), thin: each handler reads the widgets, calls the functions above and shows what they return.
 
-MAX_PAIRS = 3  # the editor's MAX_OBJECTS: one mask editor per possible pair
+MAX_PAIRS = MAX_OBJECTS  # one mask editor per possible pair
 NO_TYPE = "(none: use the schedule)"
 
 
@@ -386,7 +393,7 @@ def build_app(studio: Studio):
         return load_image(path)
 
     def settings_of(method, steps, size, ore, rgb_cam, bb):
-        return edit_settings(method, steps=int(steps), size=int(size),
+        return edit_settings(method, steps=whole_number(steps, "steps"), size=whole_number(size, "size"),
                              ale_switches={"ore": bool(ore), "rgb_cam": bool(rgb_cam), "bb": bool(bb)})
 
     def refined_masks(image, pairs_text, editor_values):
@@ -417,7 +424,7 @@ def build_app(studio: Studio):
     @page_errors
     def detect(path, pairs_text, steps, size):
         image = source_image(path)
-        settings = edit_settings("ale", steps=int(steps), size=int(size))
+        settings = edit_settings("ale", steps=whole_number(steps, "steps"), size=whole_number(size, "size"))
         pairs = parse_pairs(pairs_text, image)
         found = studio.detect(image, pairs_text, settings)
         editors = [gr.update(value=_editor_value(image, found.masks[source]), visible=True,
@@ -455,7 +462,7 @@ def build_app(studio: Studio):
         kind, schedule = edit_kind(edit_type, schedule)
         progress(0, desc=f"editing with {method}")
         result = studio.edit(image, pairs_text, masks, settings_of(method, steps, size, ore, rgb_cam, bb),
-                             edit_type=kind, schedule=schedule, seed=int(seed))
+                             edit_type=kind, schedule=schedule, seed=whole_number(seed, "seed"))
         work = working_image(image, int(size))
         return work, overlay(work, result.masks), result.image, result.record
 
@@ -467,9 +474,9 @@ def build_app(studio: Studio):
         kind, schedule = edit_kind(edit_type, schedule)
         methods = method_names()
         results = studio.compare(
-            image, pairs_text, masks, steps=int(steps), size=int(size),
+            image, pairs_text, masks, steps=whole_number(steps, "steps"), size=whole_number(size, "size"),
             ale_switches={"ore": bool(ore), "rgb_cam": bool(rgb_cam), "bb": bool(bb)}, edit_type=kind,
-            schedule=schedule, seed=int(seed),
+            schedule=schedule, seed=whole_number(seed, "seed"),
             on_method=lambda k, m: progress(k / len(methods), desc=f"{m} ({k + 1}/{len(methods)})"))
         gallery = [(working_image(image, int(size)), "source")] + [(r.image, m) for m, r in results]
         return gallery, {m: r.record for m, r in results}

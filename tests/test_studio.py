@@ -25,7 +25,7 @@ from ale_edit.methods import method_names
 from ale_edit.bench.dataset import load_prompt_instances
 from ale_edit.studio import (
     STUDIO_EXTRA, Studio, detect_phrase_masks, dvc_command, edit_settings, instance_label, mask_from_layers,
-    mask_layer, parse_pairs, parse_schedule, save_masks,
+    mask_layer, parse_pairs, parse_schedule, save_masks, whole_number,
 )
 from stage_utils import load_stage, smoke_params, write_params
 
@@ -198,6 +198,13 @@ def test_a_blank_schedule_means_the_edit_type_s_and_a_word_is_named():
     assert parse_schedule("") is None and parse_schedule(" 0.6 ") == 0.6
     with pytest.raises(EditInputError, match="schedule 'half' is not a number"):
         parse_schedule("half")
+
+
+def test_a_blank_or_fractional_count_is_named():
+    assert whole_number(64, "size") == 64 and whole_number(15.0, "steps") == 15
+    for value in (None, "", 2.5):
+        with pytest.raises(EditInputError, match="steps must be a whole number"):
+            whole_number(value, "steps")
 
 
 def test_ale_switches_set_ale_s_options_only_and_bad_settings_give_the_cli_s_message():
