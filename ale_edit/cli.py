@@ -8,6 +8,7 @@ from .commands.clean_work import clean_work
 from .commands.edit import edit
 from .commands.report import report
 from .commands.score import score
+from .commands.studio import studio
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +21,7 @@ main.add_command(edit)
 main.add_command(score)
 main.add_command(report)
 main.add_command(clean_work)
+main.add_command(studio)
 
 if __name__ == "__main__":
     main()
