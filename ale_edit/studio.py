@@ -234,8 +234,13 @@ def save_masks(masks_dir: str | os.PathLike, image_name: str, image_size: tuple[
 
 
 def dvc_command(masks_dir: str | os.PathLike) -> str:
-    """The experiment that edits the benchmark with these masks (Grounded-SAM for phrases without one)."""
-    return f"dvc exp run -S masks.source=manual-then-auto -S masks.manual_dir={shlex.quote(str(masks_dir))}"
+    """The experiment that edits the benchmark with these masks (Grounded-SAM for phrases without one). A relative
+    folder is kept as given when the studio runs in the project (its dvc.yaml here), where the masks stage reads
+    it from; elsewhere it is made absolute, or the stage would look for it in the wrong place."""
+    path = Path(masks_dir)
+    if not path.is_absolute() and not Path("dvc.yaml").is_file():
+        path = path.resolve()
+    return f"dvc exp run -S masks.source=manual-then-auto -S masks.manual_dir={shlex.quote(str(path))}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -414,6 +419,10 @@ def build_app(studio: Studio):
     def uploaded_image(path):
         return Path(path).stem if path else gr.update()
 
+    def forget_masks():
+        # Another image: the detection and the mask editors belonged to the one before.
+        return ("", None, *[gr.update(value=None, visible=False)] * MAX_PAIRS)
+
     @page_errors
     def pick_instance(name, label):
         for instance in studio.instances(name) if name else []:
@@ -539,6 +548,7 @@ def build_app(studio: Studio):
 
         bench_image.change(pick_bench_image, bench_image, [image, image_name, instance], api_name="pick_image")
         image.upload(uploaded_image, image, image_name, api_name=False)
+        image.change(forget_masks, None, [status, detected, *editors], api_name=False)
         instance.change(pick_instance, [bench_image, instance], [pairs, edit_type], api_name="pick_instance")
         detect_button.click(detect, [image, pairs, steps, size], [status, detected, *editors], api_name="detect")
         for slot, upload in enumerate(mask_uploads):

@@ -359,3 +359,30 @@ def test_a_headless_browser_renders_the_page(served, tmp_path):
         pixels = np.asarray(png.convert("L"))
     # A rendered page, not a blank one: many grey levels (text, widgets).
     assert len(np.unique(pixels)) > 20
+
+
+def test_another_image_clears_the_detection_and_the_mask_editors(tmp_path):
+    # A mask painted for one image must not be saved or used with the next one: a change of the image (picked from
+    # the benchmark or uploaded) empties the detection and hides every mask editor.
+    pytest.importorskip("gradio")
+    from ale_edit.studio import build_app
+
+    app = build_app(Studio(None, tmp_path, "tiny", device="cpu"))
+    labels = {c["id"]: c.get("props", {}).get("label") for c in app.config["components"]}
+    image = next(i for i, label in labels.items() if label == "Image (or upload one)")
+    [(index, dependency)] = [(i, d) for i, d in enumerate(app.config["dependencies"]) if [image, "change"] in
+                             [list(t) for t in d["targets"]]]
+    assert [labels[o] for o in dependency["outputs"]] == [
+        "Detection", "Detected masks, dilated as the editor uses them", "mask 1", "mask 2", "mask 3"]
+    status, detected, *editors = app.fns[index].fn()
+    assert status == "" and detected is None
+    assert [(e["value"], e["visible"]) for e in editors] == [(None, False)] * 3
+
+
+def test_the_dvc_line_names_a_folder_the_masks_stage_finds(tmp_path, monkeypatch):
+    line = "dvc exp run -S masks.source=manual-then-auto -S masks.manual_dir="
+    monkeypatch.chdir(tmp_path)  # not a project: a relative folder is named absolutely
+    assert dvc_command("masks/refined") == line + str(tmp_path / "masks/refined")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # the project: relative to it, as params.yaml holds it
+    assert dvc_command("masks/refined") == line + "masks/refined"
+    assert dvc_command(tmp_path / "my masks") == line + f"'{tmp_path / 'my masks'}'"
