@@ -67,12 +67,15 @@ def require_gradio():
 
 
 def parse_pairs(text: str, image: Image.Image | None = None) -> list[tuple[str, str]]:
-    """The edit's (source, target) pairs from one ``SOURCE=TARGET`` per line, as ``ale-edit edit -e`` takes them.
+    """The edit's (source, target) pairs from one ``SOURCE=TARGET`` (or ``source -> target``) per line, as
+    ``ale-edit edit -e`` takes them.
 
     A malformed line gives the CLI's own message (``parse_assignment``); 0 or more than 3 pairs and duplicate
     sources give the editor's (``validate_request``). Both as ``EditInputError``.
     """
     lines = [line for line in (text or "").splitlines() if line.strip()]
+    # The page also takes the paper's notation, "source -> target"; everything else is read as the CLI reads -e.
+    lines = [line.replace("->", "=", 1) if "->" in line and "=" not in line else line for line in lines]
     try:
         pairs = [parse_assignment(line, PAIR_OPTION) for line in lines]
     except click.BadParameter as exc:
@@ -503,7 +506,8 @@ def build_app(studio: Studio):
             with gr.Column():
                 instance = gr.Dropdown(choices=[], label="Official edits of this image", visible=studio.bench
                                        is not None)
-                pairs = gr.Textbox(label="Edits, one SOURCE=TARGET per line (1-3), as `ale-edit edit -e` takes them",
+                pairs = gr.Textbox(label="Edits, one SOURCE=TARGET (or source -> target) per line (1-3), as "
+                                         "`ale-edit edit -e` takes them",
                                    lines=3, placeholder="cup=golden cup\nbook=red book")
                 with gr.Row():
                     method = gr.Dropdown(list(method_names()), value="ale", label="Method")
@@ -543,7 +547,8 @@ def build_app(studio: Studio):
             shown_masks = gr.Image(type="pil", format="png", label="Masks used (dilated)", interactive=False)
             shown_result = gr.Image(type="pil", format="png", label="Result", interactive=False)
         record = gr.JSON(label="Edit record")
-        gallery = gr.Gallery(label="Every method on the same input", format="png", columns=len(method_names()) + 1, height=260)
+        gallery = gr.Gallery(label="Every method on the same input", format="png", columns=len(method_names()) + 1,
+                             height=260)
         records = gr.JSON(label="Records per method")
 
         bench_image.change(pick_bench_image, bench_image, [image, image_name, instance], api_name="pick_image")

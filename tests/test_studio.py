@@ -77,6 +77,9 @@ def test_bad_pairs_give_the_cli_s_own_errors(ale_bench, tmp_path, image):
     with pytest.raises(EditInputError, match="at least one"):
         parse_pairs("\n \n", image)
     assert parse_pairs(" cup = golden cup \n\nbook=red book", image) == [("cup", "golden cup"), ("book", "red book")]
+    # The paper's notation too; a "=" in the line means the CLI's form, whose target may hold "->".
+    assert parse_pairs("cup -> golden cup\nbook=red book", image) == [("cup", "golden cup"), ("book", "red book")]
+    assert parse_pairs("cup=arrow -> sign", image) == [("cup", "arrow -> sign")]
 
 
 def test_detect_gives_each_phrase_its_mask_dilated_as_the_editor_does_and_flags_a_miss(studio, image, monkeypatch):
