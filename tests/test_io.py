@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import PIL
 from PIL import Image
 
 from ale_edit.atomic import atomic_path, current_umask, save_image, write_json
@@ -169,7 +170,7 @@ def test_palette_with_transparency_loads_its_colours(tmp_path):
     np.testing.assert_array_equal(np.asarray(load_image(path))[..., 0], GRADIENT_8)
 
 
-def test_bilevel_cmyk_ycbcr_lab_files(tmp_path):
+def test_bilevel_cmyk_lab_files(tmp_path):
     bilevel = _saved(tmp_path, Image.fromarray(GRADIENT_8 >= 128), "one.png")
     with Image.open(bilevel) as im:
         assert im.mode == "1"
@@ -179,18 +180,27 @@ def test_bilevel_cmyk_ycbcr_lab_files(tmp_path):
     with Image.open(cmyk) as im:
         assert im.mode == "CMYK"
     assert np.asarray(load_image(cmyk)).tolist() == [[[0, 255, 255], [0, 0, 0], [255, 255, 255]]]
-    # YCbCr: neutral Y = 0, 128, 255.
-    ycc = _saved(tmp_path, Image.frombytes("YCbCr", (3, 1), bytes([0, 128, 128, 128, 128, 128, 255, 128, 128])),
-                 "y.tif")
-    with Image.open(ycc) as im:
-        assert im.mode == "YCbCr"
-    assert np.asarray(load_image(ycc)).tolist() == [[[0, 0, 0], [128, 128, 128], [255, 255, 255]]]
     # LAB (a, b signed): L* = 50 neutral is sRGB 119 grey; L* = 0 black.
     lab = _saved(tmp_path, Image.frombytes("LAB", (2, 1), bytes([128, 0, 0, 0, 0, 0])), "lab.tif")
     with Image.open(lab) as im:
         assert im.mode == "LAB"
     rgb = np.asarray(load_image(lab)).astype(int)
     assert np.abs(rgb - [[[119, 119, 119], [0, 0, 0]]]).max() <= 1  # lcms rounding
+
+
+def test_ycbcr_picture_and_file(tmp_path):
+    # Neutral Y = 0, 128, 255.
+    picture = Image.frombytes("YCbCr", (3, 1), bytes([0, 128, 128, 128, 128, 128, 255, 128, 128]))
+    expected = [[[0, 0, 0], [128, 128, 128], [255, 255, 255]]]
+    assert np.asarray(to_8bit(picture).convert("RGB")).tolist() == expected
+    ycc = _saved(tmp_path, picture, "y.tif")
+    with Image.open(ycc) as im:
+        mode = im.mode
+    if mode != "YCbCr":
+        # Pillow 12 (gradio, the studio extra, pins pillow<13) writes a YCbCr TIFF it then reads as RGB with the
+        # wrong length: a Pillow writer fault, not a mode to bring to 8 bits. Pillow 13 keeps the file YCbCr.
+        pytest.skip(f"Pillow {PIL.__version__} writes a YCbCr TIFF it reads back as {mode}")
+    assert np.asarray(load_image(ycc)).tolist() == expected
 
 
 def test_in_memory_only_modes():
