@@ -76,7 +76,7 @@ from transformers import (
 )
 
 from .errors import EditInputError
-from .models import TINY, resolve_device, resolve_dtype
+from .models import TINY, pretrained_kwargs, resolve_device, resolve_dtype
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
 DEFAULT_SEGMENTER = "facebook/sam-vit-huge"
@@ -203,14 +203,10 @@ def build_tiny_segmenter(seed: int = 0) -> tuple[SamModel, SamProcessor]:
     return model, SamProcessor(image_processor=image_processor)
 
 
-def _pretrained_kwargs(name: str) -> dict:
-    return dict(local_files_only=True) if Path(name).is_dir() else {}
-
-
 def _load_detector(name: str, seed: int):
     if name == TINY:
         return build_tiny_detector(seed)
-    kwargs = _pretrained_kwargs(name)
+    kwargs = pretrained_kwargs(name)
     try:
         processor = AutoProcessor.from_pretrained(name, **kwargs)
         model = GroundingDinoForObjectDetection.from_pretrained(name, **kwargs)
@@ -227,7 +223,7 @@ def _load_detector(name: str, seed: int):
 def _load_segmenter(name: str, seed: int):
     if name == TINY:
         return build_tiny_segmenter(seed)
-    kwargs = _pretrained_kwargs(name)
+    kwargs = pretrained_kwargs(name)
     try:
         # The mask-generation auto class maps model_type "sam" to SamModel and "sam2"/"sam2_video" to Sam2Model,
         # dropping a video checkpoint's memory modules.

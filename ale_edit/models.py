@@ -140,6 +140,12 @@ def build_tiny_diffusion_models(seed: int = 0) -> tuple[UNet2DConditionModel, Au
     return unet, vae, text_encoder
 
 
+def pretrained_kwargs(name: str) -> dict:
+    """``from_pretrained``'s keywords for ``name``: a local folder must not fall back to the hub (and its misleading
+    network errors)."""
+    return dict(local_files_only=True) if Path(name).is_dir() else {}
+
+
 def load_diffusion_models(
     name: str = DEFAULT_DIFFUSION_MODEL,
     device: str | torch.device | None = None,
@@ -158,8 +164,7 @@ def load_diffusion_models(
         tokenizer = clip_tokenizer()
         scheduler = LCMScheduler(**lcm_scheduler_config())
     else:
-        local = Path(name).is_dir()
-        kwargs = dict(local_files_only=True) if local else {}
+        kwargs = pretrained_kwargs(name)
         try:
             unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", torch_dtype=dtype, **kwargs)
             # The VAE runs in fp32 on every device: SD 1.x's VAE overflows in fp16 on bright images.
@@ -203,7 +208,7 @@ def load_text_encoder(
         text_encoder = build_tiny_diffusion_models(seed)[2]
         tokenizer = clip_tokenizer()
     else:
-        kwargs = dict(local_files_only=True) if Path(name).is_dir() else {}
+        kwargs = pretrained_kwargs(name)
         try:
             text_encoder = CLIPTextModel.from_pretrained(name, subfolder="text_encoder", torch_dtype=dtype, **kwargs)
             tokenizer = CLIPTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)

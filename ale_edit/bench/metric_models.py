@@ -19,13 +19,12 @@ The device comes from ``ale_edit.models.resolve_device``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, ViTConfig, ViTModel
 
-from ..models import resolve_device, resolve_dtype
+from ..models import pretrained_kwargs, resolve_device, resolve_dtype
 from ..tokenizer import clip_tokenizer
 
 try:  # transformers >= 5: the PIL-based processor is the one that reproduces transformers 4.x's default
@@ -133,16 +132,11 @@ def build_lpips(net: str = DEFAULT_LPIPS_NET, seed: int = 0, *, pretrained_backb
         ) from exc
 
 
-def _pretrained_kwargs(name: str) -> dict:
-    # A local folder must not fall back to the hub (and its misleading network errors).
-    return dict(local_files_only=True) if Path(name).is_dir() else {}
-
-
 def load_clip(name: str = DEFAULT_CLIP_MODEL, *, seed: int = 0) -> tuple[CLIPModel, CLIPTokenizer, object]:
     """CLIP model, tokenizer and PIL-based image processor from a hub id or local folder; ``"tiny"`` offline."""
     if name == TINY:
         return build_tiny_clip(seed), clip_tokenizer(), _ClipImageProcessor()
-    kwargs = _pretrained_kwargs(name)
+    kwargs = pretrained_kwargs(name)
     try:
         model = CLIPModel.from_pretrained(name, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(name, **kwargs)
@@ -160,7 +154,7 @@ def load_dino(name: str = DEFAULT_DINO_MODEL, *, seed: int = 0) -> ViTModel:
     if name == TINY:
         return build_tiny_dino(seed)
     try:
-        return ViTModel.from_pretrained(name, add_pooling_layer=False, **_pretrained_kwargs(name))
+        return ViTModel.from_pretrained(name, add_pooling_layer=False, **pretrained_kwargs(name))
     except OSError as exc:
         raise OSError(
             f"cannot load the DINO model {name!r} ({exc}). Give a hub id reachable from here, a local ViTModel "
