@@ -24,6 +24,7 @@ from PIL import Image
 from .edit_types import DEFAULT_SCHEDULE, edit_type
 from .embeddings import TextEncoder, encoder_id
 from .errors import EditInputError
+from .io import resize_mask
 from .masks import dilate_mask, dilation_radius
 from .methods import EditBatch, method_class
 from .models import DiffusionModels
@@ -112,9 +113,7 @@ def _fit_mask(mask: np.ndarray, phrase: str, original: tuple[int, int], work: tu
             f"resized (nearest)", stacklevel=3,
         )
     mask = mask.astype(np.float32) >= 0.5 if mask.dtype != bool else mask
-    if size != work:
-        mask = np.asarray(Image.fromarray(mask).resize(work, Image.NEAREST))
-    return mask
+    return resize_mask(mask, work)
 
 
 class Editor:

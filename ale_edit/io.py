@@ -28,6 +28,7 @@ from typing import BinaryIO, Mapping
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import save_image
 from .errors import EditInputError
 
 MASK_THRESHOLD = 0.5
@@ -160,6 +161,19 @@ def mask_from_image(im: Image.Image, source: str | os.PathLike = "mask") -> np.n
     else:
         grey = np.asarray(im.convert("RGB").convert("L"), dtype=np.float32) / 255.0
     return grey >= MASK_THRESHOLD
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 2-D mask as a boolean array of ``size`` (width, height), nearest-resized; as it is when it has that size."""
+    mask = np.asarray(mask, dtype=bool)
+    if (mask.shape[1], mask.shape[0]) == tuple(size):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize(tuple(size), Image.NEAREST))
+
+
+def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write a boolean mask as the mask files are (ALE-Bench's and the pipeline's): 8-bit grey, 0 or 255."""
+    save_image(path, Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L"))
 
 
 def mask_label(name: str | None) -> str:

@@ -24,14 +24,14 @@ import click
 import numpy as np
 from PIL import Image
 
-from .atomic import save_image
+from .bench.figures import mask_overlay
 from .bench.dataset import PromptInstance, image_path, list_images, load_prompt_instances, mask_phrase
 from .commands.edit import build_settings, mask_file_name, parse_assignment
 from .editor import MAX_OBJECTS, EditRequest, EditResult, Editor, validate_request
 from .errors import EditInputError
 from .grounding import BOX_THRESHOLD, TEXT_THRESHOLD
 from .images import working_image
-from .io import load_image
+from .io import load_image, resize_mask, save_mask
 from .masks import dilate_mask, dilation_radius
 from .methods import method_names
 from .models import DEFAULT_DIFFUSION_MODEL, TINY
@@ -45,6 +45,7 @@ PAIR_OPTION = "-e/--edit"  # pairs are read as the CLI reads its -e option, so e
 # image the page exchanges is PNG (Gradio's default, WebP, is lossy: it would blur mask layers and results).
 MASK_RGBA = (255, 0, 255, 160)
 MASK_BRUSH = "rgba(255, 0, 255, 0.63)"
+OVERLAY_COLOURS = ((255, 0, 255), (0, 200, 255), (255, 200, 0))  # per phrase; the first is the brush's
 
 
 class StudioDependencyError(ImportError):
@@ -152,13 +153,6 @@ class DetectedMasks:
         return "; ".join(parts)
 
 
-def _resized_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    mask = np.asarray(mask, dtype=bool)
-    if (mask.shape[1], mask.shape[0]) == tuple(size):
-        return mask
-    return np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
-
-
 def editor_dilation(mask: np.ndarray, settings: EditSettings) -> np.ndarray:
     """A working-size mask dilated as ``Editor.resolve_masks`` dilates it (``settings.dilation`` of ``size``)."""
     return dilate_mask(mask, dilation_radius(settings.dilation, settings.size))
@@ -172,8 +166,8 @@ def detect_phrase_masks(image: Image.Image, phrases: Sequence[str], detector, se
     masks, dilated = {}, {}
     for phrase in phrases:
         mask = found.get(phrase)
-        masks[phrase] = None if mask is None else _resized_mask(mask, image.size)
-        dilated[phrase] = None if mask is None else _resized_mask(editor_dilation(mask, settings), image.size)
+        masks[phrase] = None if mask is None else resize_mask(mask, image.size)
+        dilated[phrase] = None if mask is None else resize_mask(editor_dilation(mask, settings), image.size)
     return DetectedMasks(masks, dilated)
 
 
@@ -181,7 +175,7 @@ def mask_layer(mask: np.ndarray | None, size: tuple[int, int]) -> Image.Image:
     """A transparent RGBA layer of ``size`` with the mask painted in the page's mask colour."""
     layer = np.zeros((size[1], size[0], 4), dtype=np.uint8)
     if mask is not None:
-        layer[_resized_mask(mask, size)] = MASK_RGBA
+        layer[resize_mask(mask, size)] = MASK_RGBA
     return Image.fromarray(layer, "RGBA")
 
 
@@ -194,21 +188,15 @@ def mask_from_layers(layers: Sequence[Image.Image | np.ndarray | None], size: tu
             continue
         rgba = np.asarray(Image.fromarray(layer) if isinstance(layer, np.ndarray) else layer.convert("RGBA"))
         if rgba.ndim == 3 and rgba.shape[2] == 4:
-            mask |= _resized_mask(rgba[..., 3] > 0, size)
+            mask |= resize_mask(rgba[..., 3] > 0, size)
         else:  # a layer without alpha: its bright pixels, as a mask file is read
-            mask |= _resized_mask(np.asarray(Image.fromarray(rgba).convert("L")) >= 128, size)
+            mask |= resize_mask(np.asarray(Image.fromarray(rgba).convert("L")) >= 128, size)
     return mask
 
 
 def overlay(image: Image.Image, masks: Mapping[str, np.ndarray | None]) -> Image.Image:
-    """The image with each mask tinted in its own colour (for the side-by-side view)."""
-    colours = ((255, 0, 255), (0, 200, 255), (255, 200, 0))
-    out = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
-    for colour, mask in zip(colours, masks.values()):
-        if mask is not None:
-            m = _resized_mask(mask, image.size)
-            out[m] = 0.45 * out[m] + 0.55 * np.asarray(colour, dtype=np.float32)
-    return Image.fromarray(out.round().astype(np.uint8))
+    """The image with each phrase's mask tinted in its own colour (for the side-by-side view)."""
+    return mask_overlay(image, list(masks.values()), alpha=0.55, colors=OVERLAY_COLOURS)
 
 
 def save_masks(masks_dir: str | os.PathLike, image_name: str, image_size: tuple[int, int],
@@ -231,7 +219,7 @@ def save_masks(masks_dir: str | os.PathLike, image_name: str, image_size: tuple[
     written = {}
     for phrase, mask in masks.items():
         path = folder / mask_file_name(phrase)
-        save_image(path, Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L"))
+        save_mask(path, mask)
         written[phrase] = path
     return written
 

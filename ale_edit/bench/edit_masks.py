@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..atomic import save_image
-from ..io import load_mask
+from ..io import load_mask, resize_mask, save_mask
 from ..paths import safe_file_name
 
 MASK_SOURCES = ("manual", "auto", "manual-then-auto")
@@ -58,7 +57,7 @@ def build_edit_masks(
             if phrase in use_manual:
                 # Refined masks are drawn on the full-size image: brought to the working size on purpose, silently.
                 mask = load_mask(use_manual[phrase], name=phrase)
-                mask = np.asarray(Image.fromarray(mask).resize(image.size, Image.NEAREST))
+                mask = resize_mask(mask, image.size)
                 origin = "manual"
             elif found.get(phrase) is not None:
                 mask, origin = np.asarray(found[phrase], dtype=bool), "detected"
@@ -67,7 +66,7 @@ def build_edit_masks(
             file = None
             if mask is not None:
                 path = out_dir / image_name / key / safe_file_name(phrase, "_mask.png")
-                save_image(path, Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L"))
+                save_mask(path, mask)
                 file = str(path.relative_to(out_dir))
             records.append({"image": image_name, "phrases": list(phrases), "set": key, "phrase": phrase,
                             "origin": origin, "file": file})

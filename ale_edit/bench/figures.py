@@ -7,15 +7,21 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..io import resize_mask
+
 MASK_COLORS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48))
 
 
-def mask_overlay(image: Image.Image, masks: Sequence[np.ndarray], alpha: float = 0.5) -> Image.Image:
-    """The image with each mask tinted in its own color."""
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+def mask_overlay(image: Image.Image, masks: Sequence[np.ndarray | None], alpha: float = 0.5,
+                 colors: Sequence[tuple[int, int, int]] = MASK_COLORS) -> Image.Image:
+    """The image with each mask tinted in its own color (``colors[i]`` for mask i; a ``None`` mask keeps its color
+    unused)."""
+    base = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
     for i, mask in enumerate(masks):
-        m = np.asarray(Image.fromarray(np.asarray(mask, bool)).resize(image.size, Image.NEAREST))
-        base[m] = (1 - alpha) * base[m] + alpha * np.array(MASK_COLORS[i % len(MASK_COLORS)], np.float32)
+        if mask is None:
+            continue
+        m = resize_mask(mask, image.size)
+        base[m] = (1 - alpha) * base[m] + alpha * np.array(colors[i % len(colors)], np.float32)
     return Image.fromarray(base.round().astype(np.uint8))
 
 

@@ -11,14 +11,12 @@ import functools
 from pathlib import Path
 
 import click
-import numpy as np
-from PIL import Image
 
 from ..atomic import save_image, write_json
 from ..edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ..editor import EditRequest, Editor, validate_request
 from ..errors import EditInputError
-from ..io import load_image, load_mask
+from ..io import load_image, load_mask, save_mask
 from ..methods import method_names
 from ..methods.ale import AleOptions
 from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models, resolve_device, resolve_dtype
@@ -110,7 +108,7 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
         for phrase, mask in result.masks.items():
             if mask is not None:
                 path = Path(save_masks) / mask_file_name(phrase)
-                save_image(path, Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)))
+                save_mask(path, mask)
                 record["saved_masks"][phrase] = str(path)
     save_image(output, result.image)
     write_json(output.with_suffix(".json"), record)
