@@ -33,6 +33,21 @@ def load_stage(name: str):
     return module.main
 
 
+def invoke(stage: str, args):
+    """Run ``stages/<stage>.py``'s click command in this process (click's ``Result``)."""
+    from click.testing import CliRunner
+
+    return CliRunner().invoke(load_stage(stage), args, catch_exceptions=False)
+
+
+def bench_stage(tmp: Path, params: dict) -> Path:
+    """The bench stage run with ``params`` (written to ``tmp/params.yaml``) into ``tmp/bench``; it must succeed."""
+    params_file = write_params(tmp / "params.yaml", params)
+    result = invoke("bench", ["--params", str(params_file), "--out", str(tmp / "bench")])
+    assert result.exit_code == 0, result.output
+    return tmp / "bench"
+
+
 def smoke_params(bench_source, **overrides) -> dict:
     """The project's params.yaml switched to tiny models and a small subset of real ALE-Bench."""
     params = project_params()

@@ -20,7 +20,8 @@ from ale_edit.bench.pie import PairError, decode_mask, edit_pair, load_512, runs
 from ale_edit.bench.report import Run, comparison_table
 from pie_fixture import ENTRIES, PAIRS, box_mask, encode_mask, write_pie_bench
 from scoring_helpers import models, scorer_for, write_edit  # noqa: F401  (models: a fixture)
-from stage_utils import DVC, ROOT, load_stage, make_project, project_params, ran_stages, sh, write_params
+from stage_utils import DVC, ROOT, bench_stage, invoke, load_stage, make_project, project_params, ran_stages, sh, \
+    write_params
 
 sys.path.insert(0, str(ROOT / "stages"))
 import params as schema  # noqa: E402  (stages/params.py: params.yaml's schema)
@@ -44,10 +45,6 @@ def pie_params(source, **sections) -> dict:
 @pytest.fixture(scope="module")
 def pie_bench(tmp_path_factory):
     return write_pie_bench(tmp_path_factory.mktemp("pie_bench"))
-
-
-def invoke(stage, args):
-    return CliRunner().invoke(load_stage(stage), args, catch_exceptions=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -136,11 +133,7 @@ def test_an_entry_without_a_pair_says_why(original, editing, blend, message):
 
 @pytest.fixture(scope="module")
 def pie_dir(pie_bench, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pie_stages")
-    params = write_params(tmp / "params.yaml", pie_params(pie_bench))
-    result = invoke("bench", ["--params", str(params), "--out", str(tmp / "bench")])
-    assert result.exit_code == 0, result.output
-    return tmp / "bench"
+    return bench_stage(tmp_path_factory.mktemp("pie_stages"), pie_params(pie_bench))
 
 
 def test_bench_materialises_pie_bench(pie_dir, pie_bench):

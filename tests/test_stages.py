@@ -9,20 +9,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from stage_utils import load_stage, smoke_params, write_params
-
-
-def invoke(stage, args):
-    return CliRunner().invoke(load_stage(stage), args, catch_exceptions=False)
+from stage_utils import bench_stage, invoke, load_stage, smoke_params, write_params
 
 
 @pytest.fixture(scope="module")
 def bench_dir(ale_bench, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stages")
-    params = write_params(tmp / "params.yaml", smoke_params(ale_bench))
-    result = invoke("bench", ["--params", str(params), "--out", str(tmp / "bench")])
-    assert result.exit_code == 0, result.output
-    return tmp / "bench"
+    return bench_stage(tmp_path_factory.mktemp("stages"), smoke_params(ale_bench))
 
 
 def test_bench_materialises_and_validates(bench_dir, ale_bench):
