@@ -70,6 +70,13 @@ def test_repro_experiment_and_metrics_diff(ale_bench, tmp_path):
     assert (project / "reports" / "method_grid.png").is_file() and "wrote table1" in report
 
 
+def finished_edits(work) -> dict:
+    """The finished edits in a work folder, by record file: a kill can leave an atomic write's hidden temporary
+    ``.<name>.<random>.json`` behind, which is no finished edit."""
+    return {p: p.stat().st_mtime_ns for p in work.glob("*.json")
+            if not p.name.startswith(".") and p.with_suffix(".png").is_file()}
+
+
 def test_edit_stage_killed_halfway_resumes_without_redoing(ale_bench, tmp_path):
     params = smoke_params(ale_bench, prompts__instances=3, edit__batch_size=1, edit__size=128)
     project = make_project(tmp_path, params)
@@ -80,11 +87,11 @@ def test_edit_stage_killed_halfway_resumes_without_redoing(ale_bench, tmp_path):
     process = subprocess.Popen(command, cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not (work.is_dir() and list(work.glob("*.json"))):
+    while time.time() < deadline and not (work.is_dir() and finished_edits(work)):
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    finished = {p: p.stat().st_mtime_ns for p in work.glob("*.json")}
+    finished = finished_edits(work)
     total = 2 * 2 * 3
     assert 1 <= len(finished) < total, "the kill should land halfway"
     assert not (project / "results" / "object").exists()
