@@ -101,12 +101,11 @@ def attach_details(runs: Sequence[Run], load: Callable[[Run], Mapping | None]) -
 
 def run_label(params: Mapping) -> str:
     """A row name from a run's parameters: the method, and for ALE its switched-off parts and EOS treatment."""
-    from ..methods import METHODS, discover
+    from ..methods import method_class, method_names
 
     method = str(params.get("method", "ale"))
     if method != "ale":
-        discover()
-        return METHODS[method].label if method in METHODS else method
+        return method_class(method).label if method in method_names() else method
     ale = params.get("ale", {})
     parts = [name for key, name in (("ore", "ORE"), ("rgb_cam", "RGB-CAM"), ("bb", "BB")) if ale.get(key, True)]
     label = "ALE-Edit" if len(parts) == 3 else f"ALE ({'+'.join(parts) or 'none'})"

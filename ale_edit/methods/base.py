@@ -19,10 +19,9 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import torch
 
-from ..options import SettingError, did_you_mean
+from ..options import SettingError
 from ..processors import Layer
 from ..steps import StepController
-from ..text import edit_texts
 
 
 @dataclass
@@ -75,19 +74,6 @@ class MethodRun:
     records: list[dict] = field(default_factory=list)  # per edit: what the edit's record should add
 
 
-def joined_conditioning(batch: EditBatch, *, source: bool = True, mutual: bool = False) -> Conditioning:
-    """The baselines' conditionings: the source prompt (or the empty prompt when the method takes only the target
-    prompt) and the target prompt; InfEdit's mutual branch takes the source prompt. The prompts are an edit's whole
-    prompts when it has them (PIE-Bench), else its joined source and target phrases (``text.edit_texts``)."""
-    n = len(batch)
-    texts = [edit_texts(p, prompts) for p, prompts in zip(batch.pairs, batch.edit_prompts())]
-    sources = [s if source else "" for s, _ in texts]
-    targets = [t for _, t in texts]
-    embeds = batch.encode(["", *sources, *targets])
-    return Conditioning(uncond=embeds[:1].expand(n, -1, -1), source=embeds[1 : 1 + n], target=embeds[1 + n :],
-                        mutual=embeds[1 : 1 + n] if mutual else None)
-
-
 class Method:
     """An editing method on the shared sampler. Subclasses set the class attributes and ``prepare``."""
 
@@ -114,14 +100,3 @@ def register(cls: type[Method]) -> type[Method]:
         raise ValueError(f"two methods are named {cls.name!r}: {METHODS[cls.name].__module__} and {cls.__module__}")
     METHODS[cls.name] = cls
     return cls
-
-
-def method_class(name: str) -> type[Method]:
-    """The method registered as ``name``; a ``SettingError`` names the known ones otherwise."""
-    from . import discover
-
-    discover()
-    if name not in METHODS:
-        raise SettingError(f"unknown method {name!r}{did_you_mean(name, METHODS)}; choose one of "
-                           f"{', '.join(METHODS)}")
-    return METHODS[name]
