@@ -17,7 +17,7 @@ import importlib
 import pkgutil
 
 from ..options import SettingError, did_you_mean
-from .base import METHODS, Conditioning, EditBatch, Method, MethodRun, register
+from .base import METHODS, Conditioning, EditBatch, Method, MethodContractError, MethodRun, check_run, register
 
 DEFAULT_METHOD = "ale"  # the paper's method: the settings' default, listed first
 
@@ -45,5 +45,5 @@ def method_classes() -> dict[str, type[Method]]:
     return {name: method_class(name) for name in method_names()}
 
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "Conditioning", "EditBatch", "Method", "MethodRun", "method_class",
-           "method_classes", "method_names", "register"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "Conditioning", "EditBatch", "Method", "MethodContractError", "MethodRun",
+           "check_run", "method_class", "method_classes", "method_names", "register"]

@@ -15,6 +15,7 @@ blending; the record says so.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import torch
 
@@ -95,6 +96,15 @@ class AleEdit(Method):
     label = "ALE-Edit"
     Options = AleOptions
     uses_masks = True
+
+    @classmethod
+    def report_label(cls, options: Mapping[str, Any]) -> str:
+        """ALE-Edit, or its ablation: the parts left on and a non-default EOS treatment."""
+        parts = [name for key, name in (("ore", "ORE"), ("rgb_cam", "RGB-CAM"), ("bb", "BB"))
+                 if options.get(key, True)]
+        label = cls.label if len(parts) == 3 else f"ALE ({'+'.join(parts) or 'none'})"
+        eos = options.get("eos", "ore")
+        return label if eos == "ore" else f"{label}, EOS {eos}"
 
     def prepare(self, batch: EditBatch) -> MethodRun:
         opt = self.options
