@@ -1,5 +1,5 @@
-"""What the baselines share: their conditionings, the target's take of the source's self-attention maps, the
-processor of each layer, and the local blend.
+"""What the methods share beyond the interface: the baselines' conditionings, the target's take of the source's
+self-attention maps, the processor of each layer, and the baselines' local blend.
 
 - ``joined_conditioning``: the source and target prompts (the joined phrases, or an edit's whole prompts).
 - ``take_source_maps``: the target branch's queries and keys become the source branch's (its values stay its own),
