@@ -26,16 +26,17 @@ from .embeddings import TextEncoder, encoder_id
 from .errors import EditInputError
 from .io import resize_mask
 from .masks import dilate_mask, dilation_radius
-from .methods import EditBatch, method_class
+from .methods import EditBatch, check_run, method_class
 from .models import DiffusionModels
 from .processors import blocks, install_processors
 from .prompts import check_marked_prompt
 from .sampler import SamplerInputs, virtual_inversion
 from .images import aspect_warning, working_image, working_size  # noqa: F401  (working_size: the editor's API)
 from .settings import EditSettings
-from .text import joined_prompt
+from .text import edit_texts
 
 MAX_OBJECTS = 3
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
 
 Detector = Callable[[Image.Image, Sequence[str]], Mapping[str, "np.ndarray | None"]]
 
@@ -193,7 +194,7 @@ class Editor:
             vae_scale_factor=m.vae_scale_factor, tokenizer=m.tokenizer, encode=self.text_encoder,
             blocks=blocks(m.unet), prompts=[r.prompts for r in requests],
         )
-        run = self.method.prepare(batch)
+        run = check_run(self.method, self.method.prepare(batch), batch)
         c = run.conditioning
         inputs = SamplerInputs(z0=z0, uncond=c.uncond, source_cond=c.source, target_cond=c.target,
                                generators=generators, mutual_cond=c.mutual)
@@ -217,12 +218,13 @@ class Editor:
         st, m = self.settings, self.models
         fallbacks = [f"no mask for {p!r}: edited without masking and without background blending"
                      for p, o in origin.items() if o == "missing"]
+        source_prompt, target_prompt = edit_texts(r.pairs)
         return {
             "method": st.method,
             "pairs": [list(p) for p in r.pairs],
-            "source_prompt": joined_prompt([s for s, _ in r.pairs]),
-            "target_prompt": joined_prompt([t for _, t in r.pairs]),
-            # The whole prompts only when given: a phrase-only edit's record stays as it was.
+            "source_prompt": source_prompt,
+            "target_prompt": target_prompt,
+            # The whole prompts only when given: a phrase-only edit's record holds its phrases alone.
             **({"prompts": list(r.prompts)} if r.prompts is not None else {}),
             "edit_type": r.edit_type,
             "schedule": r.resolved_schedule(),

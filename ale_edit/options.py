@@ -176,7 +176,3 @@ def resolve_compat(obj, profile: str):
 def compat_values(obj) -> dict[str, Any]:
     """{compat key: value} of ``obj``'s compat fields (after resolution)."""
     return {f.metadata["compat"]: getattr(obj, f.name) for f in fields(obj) if f.metadata and f.metadata.get("compat")}
-
-
-def as_dict(obj) -> dict[str, Any]:
-    return dataclasses.asdict(obj)

@@ -9,12 +9,12 @@ every setting holds a value, and ``compat_record`` says which came from the prof
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .compat import COMPAT_PROFILES, provenance
 from .images import SIZE_MULTIPLE
-from .methods import method_class, method_names
+from .methods import DEFAULT_METHOD, method_class
 from .options import (
     SettingError, check, compat_changes, compat_values, from_mapping, mapping_kwargs, option, resolve_compat,
 )
@@ -33,7 +33,7 @@ class EditSettings:
     ``options`` is the method's options dataclass, a mapping of some of its fields, or ``None`` for its defaults.
     """
 
-    method: str = option("ale", "The editing method.", cli=False)
+    method: str = option(DEFAULT_METHOD, "The editing method.", cli=False)
     compat: str = option("none", "authors: run as the authors' code (ml-postech/ALE) does; explicit settings win.",
                          choices=COMPAT_PROFILES)
     steps: int = option(15, "Sampler steps.", minimum=1)
@@ -49,13 +49,10 @@ class EditSettings:
     options: Any = field(default=None, metadata={"cli": False})
 
     def __post_init__(self):
-        methods = method_names()
-        if self.method not in methods:
-            method_class(self.method)  # raises, naming the known methods
+        options_type = method_class(self.method).Options  # an unknown method is named first
         check(self, "edit")
         if self.size % SIZE_MULTIPLE:
             raise SettingError(f"edit.size must be a multiple of {SIZE_MULTIPLE}; got {self.size}")
-        options_type = method_class(self.method).Options
         options = self.options
         if options is None:
             options = options_type()
@@ -77,15 +74,10 @@ class EditSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def common_fields(cls) -> list[dataclasses.Field]:
-        """The settings common to every method (params.yaml's ``edit`` section, without the pipeline's keys)."""
-        return [f for f in fields(cls) if f.name not in ("method", "options")]
-
-    @classmethod
     def from_params(cls, params: Mapping) -> "EditSettings":
         """The settings of a params.yaml: ``method``, the ``edit`` section and the method's own section."""
-        method = str(params.get("method", "ale"))
-        method_class(method)
+        method = str(params.get("method", DEFAULT_METHOD))
+        method_class(method)  # an unknown method is named before its section is read
         common = mapping_kwargs(cls, dict(params.get("edit") or {}), "edit", ignore=PIPELINE_EDIT_KEYS,
                                 exclude=("method", "options"))
         return cls(method=method, options=dict(params.get(method) or {}), **common)

@@ -118,9 +118,6 @@ class StepSets:
     def active(self, step: int) -> list[bool]:
         return [step in s for s in self.sets]
 
-    def any(self, step: int) -> bool:
-        return any(step in s for s in self.sets)
-
     def tensor(self, step: int) -> torch.Tensor:
         """(B,) bool on the CPU."""
         return torch.tensor(self.active(step), dtype=torch.bool)

@@ -69,7 +69,7 @@ from ale_edit.models import build_tiny_diffusion_models, resolve_device, resolve
 from ale_edit.processors import (  # noqa: E402
     TWO_BRANCHES, cross_attention_qkv, from_heads, install_processors, self_attention_qkv,
 )
-from ale_edit.rgb_cam import RegionGuidance, RegionGuidedCrossAttention  # noqa: E402
+from ale_edit.methods.ale.rgb_cam import RegionGuidance, RegionGuidedCrossAttention  # noqa: E402
 from ale_edit.steps import select  # noqa: E402
 
 TARGET_COND = TWO_BRANCHES.chunk("target", conditional=True)

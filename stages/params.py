@@ -15,10 +15,9 @@ from ale_edit.bench.backends import BACKENDS, RayOptions
 from ale_edit.bench.edit_masks import MASK_SOURCES
 from ale_edit.bench.names import DINO_INPUTS, MASK_WEIGHTS, TE_VARIANTS
 from ale_edit.edit_types import BENCHMARKS, EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES
+from ale_edit.editor import MAX_SEED
 from ale_edit.models import DTYPES
 from ale_edit.options import Options, SettingError, did_you_mean, from_mapping, mapping_kwargs, option
-
-MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,10 @@
 """The project files a stage script runs: its own imports, followed through the package and the stages' shared
 modules.
 
+The method registry (``ale_edit.methods``) imports a method's package by name when the settings ask for it: a
+file that imports the registry runs the active method's package (``closure(script, method=...)``), or, when no
+method is named, any of them.
+
 ``stages/params.py`` is not followed: it checks the whole params.yaml before any stage works, so what it imports
 (the method registry, every method's options) decides whether a stage may run, never what the stage writes.
 Making every stage depend on it would re-run the benchmark download when a method's code changes.
@@ -42,10 +46,20 @@ def _package_of(file: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(file: Path) -> set[Path]:
+METHODS = ROOT / PACKAGE / "methods"
+
+
+def method_packages(method: str | None = None) -> set[Path]:
+    """The ``__init__.py`` of ``method``'s package, or of every method's package (``None``)."""
+    if method is not None:
+        return {METHODS / method / "__init__.py"}
+    return set(METHODS.glob("*/__init__.py"))
+
+
+def imports_of(file: Path, method: str | None = None) -> set[Path]:
     """Project files imported anywhere in ``file`` (top level or inside functions), with their packages'
-    ``__init__.py`` (importing a submodule runs them). ``methods.discover`` imports every module of
-    ``ale_edit/methods``: a file that imports that package imports them all."""
+    ``__init__.py`` (importing a submodule runs them). A file that imports the registry (``ale_edit.methods``)
+    runs ``method``'s package, or any method's (``None``)."""
     tree = ast.parse(file.read_text(), str(file))
     found: set[Path] = set()
     package = _package_of(file) if file.is_relative_to(ROOT / PACKAGE) else ""
@@ -68,13 +82,13 @@ def imports_of(file: Path) -> set[Path]:
             target = _module_file(".".join(parts[:i]))
             if target is not None:
                 found.add(target)
-    if any(f == ROOT / PACKAGE / "methods" / "__init__.py" for f in found):
-        found |= set((ROOT / PACKAGE / "methods").glob("*.py"))
+    if METHODS / "__init__.py" in found:
+        found |= method_packages(method)
     return found
 
 
-def closure(script: Path) -> set[Path]:
-    """Every project file ``script`` runs, itself included."""
+def closure(script: Path, method: str | None = None) -> set[Path]:
+    """Every project file ``script`` runs with ``method`` active (``None``: any method), itself included."""
     seen: set[Path] = set()
     todo = [script]
     while todo:
@@ -82,5 +96,5 @@ def closure(script: Path) -> set[Path]:
         if file in seen:
             continue
         seen.add(file)
-        todo += [f for f in imports_of(file) if f not in seen]
+        todo += [f for f in imports_of(file, method) if f not in seen]
     return seen

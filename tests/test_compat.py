@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 import ale_edit.editor as editor_module
-from ale_edit.background_blending import foreground
+from ale_edit.methods.ale.background_blending import foreground
 from ale_edit.cli import main
 from ale_edit.compat import PROFILES
 from ale_edit.editor import EditRequest, Editor
@@ -138,7 +138,7 @@ def test_authors_sample_the_vae_latent(tiny_models, source, monkeypatch):
 
 
 def test_authors_ore_settings_reach_the_text_plan(tiny_models, source, monkeypatch):
-    from ale_edit.ore import build_text_plan
+    from ale_edit.methods.ale.ore import build_text_plan
 
     cap = edit(tiny_models, monkeypatch, source, compat="authors")
     plan = build_text_plan(tiny_models.tokenizer, Editor(tiny_models, progress=False).text_encoder, PAIRS,

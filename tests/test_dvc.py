@@ -1,5 +1,6 @@
 """dvc.yaml cannot go stale: every stage depends on every project file it runs, and an edit stage on the common
-settings and the active method's section only (checked with ``dvc status`` on a recorded, not run, pipeline)."""
+settings, the active method's section and the active method's package only (checked with ``dvc status`` on a
+recorded, not run, pipeline)."""
 
 import subprocess
 from pathlib import Path
@@ -9,6 +10,8 @@ import yaml
 
 from import_closure import closure
 from stage_utils import DVC, ENV, ROOT, make_project, sh, smoke_params, write_params
+
+from ale_edit.methods import method_names
 
 
 def stage_definitions() -> dict[str, dict]:
@@ -21,13 +24,27 @@ def covered(file: Path, deps: list[str]) -> bool:
     return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
 
 
-@pytest.mark.parametrize("name", sorted(stage_definitions()))
-def test_every_stage_depends_on_every_project_file_it_imports(name):
+def stage_cases() -> list[tuple[str, str | None]]:
+    """(stage, active method): a stage whose deps name ``${method}`` once per method, the others once."""
+    return [(name, method) for name, stage in sorted(stage_definitions().items())
+            for method in (method_names() if any("${method}" in str(d) for d in stage["deps"]) else [None])]
+
+
+@pytest.mark.parametrize("name, method", stage_cases())
+def test_every_stage_depends_on_every_project_file_it_imports(name, method):
     stage = stage_definitions()[name]
     script = ROOT / stage["cmd"].split()[1]
     deps = [d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]]
-    missing = sorted(f.relative_to(ROOT).as_posix() for f in closure(script) if not covered(f, deps))
+    deps = [d.replace("${method}", method) if method else d for d in deps]
+    missing = sorted(f.relative_to(ROOT).as_posix() for f in closure(script, method) if not covered(f, deps))
     assert not missing, f"dvc.yaml: stage {name!r} runs {missing} but does not depend on them"
+
+
+def test_an_edit_stage_runs_the_active_methods_package_and_no_other():
+    script = ROOT / stage_definitions()["edit"]["cmd"].split()[1]
+    for method in method_names():
+        packages = {f.parent.name for f in closure(script, method) if f.parent.parent == ROOT / "ale_edit" / "methods"}
+        assert packages == {method}
 
 
 def changed_stages(project: Path) -> set[str]:
@@ -36,12 +53,11 @@ def changed_stages(project: Path) -> set[str]:
     return {line[:-1] for line in out.splitlines() if line and not line[0].isspace() and line.endswith(":")}
 
 
-@pytest.fixture()
-def recorded_project(tmp_path, ale_bench) -> Path:
-    """The pipeline with method p2p, every stage recorded in dvc.lock by ``dvc commit`` over placeholder outputs
+def record_project(tmp_path: Path, bench: Path, method: str) -> Path:
+    """The pipeline with ``method``, every stage recorded in dvc.lock by ``dvc commit`` over placeholder outputs
     (nothing runs: the test is about what DVC would re-run)."""
-    params = smoke_params(ale_bench)
-    params["method"] = "p2p"
+    params = smoke_params(bench)
+    params["method"] = method
     project = make_project(tmp_path, params, commit=False)
     for folder in ("data/bench", "data/masks", *(f"{root}/{t}" for root in ("results", "scores")
                                                  for t in params["prompts"]["edit_types"]), "plots/grids"):
@@ -54,6 +70,22 @@ def recorded_project(tmp_path, ale_bench) -> Path:
     sh(DVC + ["commit", "-f", "-q"], project)
     assert changed_stages(project) == set()
     return project
+
+
+@pytest.fixture()
+def recorded_project(tmp_path, ale_bench) -> Path:
+    return record_project(tmp_path, ale_bench, "p2p")
+
+
+def append_line(file: Path, line: str) -> None:
+    file.write_text(file.read_text() + f"\n{line}\n")
+
+
+def add_method_package(project: Path, name: str) -> None:
+    """A new method's package, as docs/adding-a-method.md has a user write it."""
+    package = project / "ale_edit" / "methods" / name
+    package.mkdir()
+    (package / "__init__.py").write_text(f'"""A new method."""\nNAME = {name!r}\n')
 
 
 def set_param(project: Path, dotted: str, value) -> None:
@@ -73,8 +105,10 @@ def test_only_the_active_methods_options_and_code_rerun_its_edits(recorded_proje
     assert changed_stages(project) == edits
     set_param(project, "p2p.cross_replace", 0.8)
     assert changed_stages(project) == set()
-    method_code = project / "ale_edit" / "methods" / "p2p.py"
-    method_code.write_text(method_code.read_text() + "\n# a change to P2P's code\n")
+    append_line(project / "ale_edit" / "methods" / "ale" / "rgb_cam.py", "# a change to ALE's code")
+    add_method_package(project, "sdedit")  # another method's code, and a new method: nothing to redo
+    assert changed_stages(project) == set()
+    append_line(project / "ale_edit" / "methods" / "p2p" / "__init__.py", "# a change to P2P's code")
     assert changed_stages(project) == edits
     scoring_code = project / "ale_edit" / "bench" / "scoring.py"
     scoring_code.write_text(scoring_code.read_text() + "\n# a change to scoring\n")
@@ -82,6 +116,22 @@ def test_only_the_active_methods_options_and_code_rerun_its_edits(recorded_proje
     aggregate_code = project / "ale_edit" / "bench" / "aggregate.py"
     aggregate_code.write_text(aggregate_code.read_text() + "\n# a change to the aggregates\n")
     assert changed_stages(project) == edits | {"score@color", "score@object", "report"}
+
+
+def test_another_methods_code_leaves_ales_edits_up_to_date_and_its_own_code_reruns_them(tmp_path, ale_bench):
+    project = record_project(tmp_path, ale_bench, "ale")
+    edits = {"edit@color", "edit@object"}
+    for other in ("p2p/__init__.py", "infedit/__init__.py", "fpe/__init__.py"):
+        append_line(project / "ale_edit" / "methods" / other, f"# a change to {other}")
+    add_method_package(project, "sdedit")
+    assert changed_stages(project) == set()
+    append_line(project / "ale_edit" / "methods" / "ale" / "ore.py", "# a change to ORE")
+    assert changed_stages(project) == edits
+    (project / "ale_edit" / "methods" / "ale" / "ore.py").write_text(
+        (ROOT / "ale_edit" / "methods" / "ale" / "ore.py").read_text())
+    assert changed_stages(project) == set()
+    append_line(project / "ale_edit" / "methods" / "shared.py", "# a change to the shared machinery")
+    assert changed_stages(project) == edits
 
 
 def test_a_misspelt_key_added_by_dvc_exp_run_is_named_and_redoes_nothing(recorded_project):

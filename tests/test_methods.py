@@ -1,4 +1,13 @@
-"""Baselines on the shared sampler (tiny models): what each one changes, and when."""
+"""Baselines on the shared sampler (tiny models): what each one changes, and when; the registry and the Method
+interface every front-end reads."""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,17 +16,22 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 import ale_edit.editor as editor_module
+import ale_edit.methods as methods
 import ale_edit.processors as processors_module
 from ale_edit.editor import EditRequest, Editor
 from ale_edit.io import load_image
+from ale_edit.methods import MethodContractError, method_classes
 from ale_edit.methods.fpe import FreePromptSelfAttention
 from ale_edit.methods.masactrl import MasaCtrlController, MutualSelfAttention
+from ale_edit.methods.plain import Plain
+from ale_edit.options import SettingError
 from ale_edit.processors import install_processors
 from ale_edit.processors import to_heads as _to_heads
 from ale_edit.sampler import SamplerInputs, virtual_inversion
 from ale_edit.settings import EditSettings
 from ale_edit.text import encode_prompts
 
+ROOT = Path(__file__).resolve().parents[1]
 STEPS = 5
 PAIRS = [("cup", "cup made of gold"), ("book", "red-colored book")]
 
@@ -147,3 +161,129 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+# -- the registry and the Method interface ----------------------------------------------------------------------
+
+# A new method as docs/adding-a-method.md has a user write it: one package, nothing else edited. SDEdit-like: the
+# target keeps the source latent until step ``start`` (a latent blend), then runs free on the target prompt.
+NEW_METHOD = '''
+from dataclasses import dataclass
+
+from ...options import Options, option
+from ...processors import PlainAttention
+from ...sampler import LatentBlend
+from ...steps import StepController, from_step
+from ..base import EditBatch, Method, MethodRun, register
+from ..shared import joined_conditioning, layer_processors
+
+
+@dataclass(frozen=True)
+class SdeditOptions(Options):
+    section = "sdedit"
+
+    start: int = option(2, "The first step at which the target leaves the source latent.", minimum=0)
+
+
+class KeepSource(LatentBlend):
+    def __init__(self, steps):
+        self.steps = steps
+
+    def __call__(self, state):
+        return state.x_t if state.step in self.steps else state.x_s
+
+
+@register
+class Sdedit(Method):
+    name = "sdedit"
+    label = "SDEdit"
+    Options = SdeditOptions
+
+    def prepare(self, batch: EditBatch) -> MethodRun:
+        attention = PlainAttention()
+        blend = KeepSource(from_step(self.options.start, batch.num_steps))
+        return MethodRun(joined_conditioning(batch), StepController(batch.num_steps, blend=blend),
+                         layer_processors(attention, attention), records=[{}] * len(batch))
+'''
+
+
+def python(code: str, *args: str, path: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(path), HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, cwd=path)
+
+
+def test_listing_the_methods_imports_none_and_asking_for_one_imports_it_alone():
+    code = ("import sys; from ale_edit.methods import method_names, method_class; names = method_names(); "
+            "loaded = lambda: sorted(m for m in sys.modules if m.count('.') == 2 and m.startswith('ale_edit.methods.'));"
+            "before = loaded(); method_class('p2p'); print(names, before, loaded())")
+    result = python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["('ale',", "'fpe',", "'infedit',", "'masactrl',", "'p2p',", "'plain')",
+                                     "['ale_edit.methods.base']", "['ale_edit.methods.base',",
+                                     "'ale_edit.methods.p2p',", "'ale_edit.methods.seq_aligner',",
+                                     "'ale_edit.methods.shared']"]
+
+
+def test_every_method_declares_what_the_front_ends_read():
+    for name, cls in method_classes().items():
+        assert cls.name == name and cls.Options.section == name and cls.label
+        assert isinstance(cls.uses_masks, bool) and cls.report_label({}) == cls.label
+        for f in dataclasses.fields(cls.Options):
+            assert f.metadata["help"], f"{name}.{f.name} has no help"
+    assert [n for n, c in method_classes().items() if c.uses_masks] == ["ale"]
+
+
+def test_a_new_method_package_is_in_the_command_line_and_runs(tmp_path, ale_bench):
+    shutil.copytree(ROOT / "ale_edit", tmp_path / "ale_edit", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "ale_edit" / "methods" / "sdedit").mkdir()
+    (tmp_path / "ale_edit" / "methods" / "sdedit" / "__init__.py").write_text(NEW_METHOD)
+    cli = "from ale_edit.cli import main; main()"
+    shown = python(cli, "edit", "--help", path=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "sdedit: SDEdit" in " ".join(shown.stdout.split()) and "|sdedit]" in shown.stdout
+    out = tmp_path / "out.png"
+    edited = python(cli, "edit", str(ale_bench / "images" / "artificial_img05.jpg"), "-e", "cup=gold cup",
+                    "--method", "sdedit", "--set", "sdedit.start=1", "--model", "tiny", "--size", "64", "--steps",
+                    "2", "-o", str(out), path=tmp_path)
+    assert edited.returncode == 0, edited.stderr
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["method"] == "sdedit" and record["settings"]["options"] == {"start": 1}
+
+
+@pytest.fixture()
+def plugin_folder(tmp_path, monkeypatch):
+    """A folder searched for method packages beside ale_edit/methods; what it registers is forgotten after."""
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(tmp_path)])
+    registered, loaded = dict(methods.METHODS), set(sys.modules)
+    yield tmp_path
+    methods.METHODS.clear()
+    methods.METHODS.update(registered)
+    for name in set(sys.modules) - loaded:
+        if name.startswith("ale_edit.methods."):
+            del sys.modules[name]
+
+
+def test_a_package_that_registers_no_method_is_named(plugin_folder):
+    (plugin_folder / "empty").mkdir()
+    (plugin_folder / "empty" / "__init__.py").write_text('"""Not a method yet."""\n')
+    assert "empty" in methods.method_names()
+    with pytest.raises(TypeError, match="ale_edit.methods.empty registers no method named 'empty'"):
+        methods.method_class("empty")
+    with pytest.raises(SettingError, match="unknown method 'emty' \\(did you mean 'empty'\\?\\)"):
+        methods.method_class("emty")
+
+
+def test_a_method_without_one_record_per_edit_is_named(tiny_models, image):
+    class Truncating(Plain):
+        name = "truncating"
+
+        def prepare(self, batch):
+            run = super().prepare(batch)
+            return dataclasses.replace(run, records=run.records[1:])
+
+    editor = Editor(tiny_models, EditSettings(size=64, steps=2, method="plain"), progress=False)
+    editor.method = Truncating()
+    request = EditRequest(image, PAIRS)
+    with pytest.raises(MethodContractError, match="method 'truncating' .*: MethodRun.records holds 1 records for a "
+                                                  "batch of 2 edits; it needs one per edit"):
+        editor.edit_batch([request, request])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ale_edit.ore import build_text_plan, object_restricted_embeddings, substituted_base
+from ale_edit.methods.ale.ore import build_text_plan, object_restricted_embeddings, substituted_base
 from ale_edit.text import encode_prompts, layout_prompt
 
 PAIRS = [("cup", "cup made of gold"), ("book", "red-colored book"), ("table", "wooden table")]

@@ -13,9 +13,10 @@ from ale_edit.io import load_image
 from ale_edit.methods import METHODS, EditBatch, method_class
 from ale_edit.methods.p2p import (
     P2P_SELF_MIN_LEVEL, PromptToPrompt, PromptToPromptController, PromptToPromptCrossAttention,
-    PromptToPromptOptions, PromptToPromptSelfAttention, align_prompts, blend_active, blend_layers, blend_words,
+    PromptToPromptOptions, PromptToPromptSelfAttention, align_prompts, blend_active, blend_words,
     cross_replace_active, p2p_processors, self_replace_active,
 )
+from ale_edit.methods.shared import blend_layers
 from ale_edit.processors import blocks, install_processors, self_attention_qkv, transformer_blocks_in_call_order
 from ale_edit.processors import to_heads as _to_heads
 from ale_edit.sampler import StepState

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 from ale_edit.processors import to_heads as _to_heads
-from ale_edit.rgb_cam import RegionGuidance, RegionGuidedCrossAttention
+from ale_edit.methods.ale.rgb_cam import RegionGuidance, RegionGuidedCrossAttention
 
 T, D = 77, 16
 

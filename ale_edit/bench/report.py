@@ -100,18 +100,14 @@ def attach_details(runs: Sequence[Run], load: Callable[[Run], Mapping | None]) -
 
 
 def run_label(params: Mapping) -> str:
-    """A row name from a run's parameters: the method, and for ALE its switched-off parts and EOS treatment."""
-    from ..methods import METHODS, discover
+    """A row name from a run's parameters: the method's ``report_label`` of its options (a method this checkout
+    lacks: its name)."""
+    from ..methods import DEFAULT_METHOD, method_class, method_names
 
-    method = str(params.get("method", "ale"))
-    if method != "ale":
-        discover()
-        return METHODS[method].label if method in METHODS else method
-    ale = params.get("ale", {})
-    parts = [name for key, name in (("ore", "ORE"), ("rgb_cam", "RGB-CAM"), ("bb", "BB")) if ale.get(key, True)]
-    label = "ALE-Edit" if len(parts) == 3 else f"ALE ({'+'.join(parts) or 'none'})"
-    eos = ale.get("eos", "ore")
-    return label if eos == "ore" else f"{label}, EOS {eos}"
+    method = str(params.get("method", DEFAULT_METHOD))
+    if method not in method_names():
+        return method
+    return method_class(method).report_label(params.get(method) or {})
 
 
 def _value(group: Mapping | None, key: str, scale: float) -> float:

@@ -1,8 +1,9 @@
 """``ale-edit edit``: edit one image with ALE-Edit or a baseline.
 
-The sampler's options and ALE-Edit's come from the settings dataclasses' fields (``settings.EditSettings``,
-``methods.ale.AleOptions``); any method's options can be set with ``--set METHOD.KEY=VALUE``. Everything is
-checked before a model loads.
+The sampler's options come from the settings dataclass's fields (``settings.EditSettings``), the methods and
+their labels from the registry (``methods``); the default method's options are flags of their own (its Options
+dataclass's fields: ``--no-bb``, ``--eos``, ...), any method's can be set with ``--set METHOD.KEY=VALUE``.
+Everything is checked before a model loads.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import click
 
 from ..atomic import save_image, write_json
 from ..edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
-from ..editor import EditRequest, Editor, validate_request
+from ..editor import MAX_SEED, EditRequest, Editor, validate_request
 from ..errors import EditInputError
 from ..io import load_image, load_mask, save_mask
-from ..methods import method_names
-from ..methods.ale import AleOptions
+from ..methods import DEFAULT_METHOD, method_class, method_classes, method_names
 from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models, resolve_device, resolve_dtype
 from ..options import SettingError
 from ..paths import check_output_image_path, safe_file_name
@@ -27,7 +27,12 @@ from .options import given, parse_sets, settings_options
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
 DEFAULT_SEGMENTER = "facebook/sam-vit-huge"
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
+DEFAULT_OPTIONS = method_class(DEFAULT_METHOD).Options  # the default method's options: flags of their own
+
+
+def methods_help() -> str:
+    """Every method with its label, the default first."""
+    return "; ".join(f"{name}: {cls.label}" for name, cls in method_classes().items())
 
 
 def parse_assignment(value: str, option: str) -> tuple[str, str]:
@@ -56,13 +61,12 @@ def mask_file_name(phrase: str) -> str:
               help="Edit type: picks the self-attention injection schedule.")
 @click.option("--schedule", type=click.FloatRange(0, 1), default=None,
               help="Fraction of steps with self-attention Q,K injection (overrides --type).")
-@click.option("--method", type=click.Choice(method_names()), default="ale", show_default=True,
-              help="ALE-Edit, or a baseline on the same sampler (fpe: Free-Prompt-Editing; masactrl: MasaCtrl; "
-                   "p2p: Prompt-to-Prompt; infedit: InfEdit).")
+@click.option("--method", type=click.Choice(method_names()), default=DEFAULT_METHOD, show_default=True,
+              help=f"The editing method, all on the same sampler ({methods_help()}).")
 @click.option("--set", "set_args", multiple=True, metavar="METHOD.KEY=VALUE",
               help="An option of the method, as in params.yaml, e.g. --set p2p.cross_replace=0.6. Repeatable.")
 @settings_options(EditSettings)
-@settings_options(AleOptions)
+@settings_options(DEFAULT_OPTIONS)
 @click.option("--model", default=DEFAULT_DIFFUSION_MODEL, show_default=True,
               help="Diffusion model: hub id, local diffusers folder, or 'tiny' (random weights, offline, every "
                    "model tiny).")
@@ -118,17 +122,19 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
 
 
 def build_settings(method: str, values: dict, set_args) -> EditSettings:
-    """The edit's settings from the common options, ALE-Edit's options and ``--set``; named errors, no model."""
-    ale_given = given(AleOptions, values)
-    if ale_given and method != "ale":
-        flags = ", ".join("--" + k.replace("_", "-") for k in ale_given)
-        raise click.UsageError(f"{flags}: options of ALE-Edit, not of --method {method}")
+    """The edit's settings from the common options, the default method's flags and ``--set``; named errors, no
+    model."""
+    flags_given = given(DEFAULT_OPTIONS, values)
+    if flags_given and method != DEFAULT_METHOD:
+        flags = ", ".join("--" + k.replace("_", "-") for k in flags_given)
+        raise click.UsageError(f"{flags}: options of {method_class(DEFAULT_METHOD).label}, not of --method "
+                               f"{method} (its options: --set {method}.KEY=VALUE)")
     sets = parse_sets(set_args, method_names())
     others = sorted(set(sets) - {method})
     if others:
         raise click.UsageError(f"--set {others[0]}.*: options of {others[0]}, but --method is {method}")
     try:
-        return EditSettings(method=method, options={**ale_given, **sets.get(method, {})},
+        return EditSettings(method=method, options={**flags_given, **sets.get(method, {})},
                             **given(EditSettings, values))
     except SettingError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -6,23 +6,23 @@ method answers with a ``MethodRun``: the conditionings of the sampler's branches
 calls around every step (per-step policy, state, and the method's latent blend), the processor for each
 attention layer, and what each edit's record should say. The editor knows no method's name or options.
 
-A method is a subclass of ``Method`` in a module of ``ale_edit.methods``, with ``name``, ``label``, an
-``Options`` dataclass (its params.yaml section; fields declared with ``options.option``) and ``prepare``;
-decorating it with ``@register`` makes it known to the editor, the command line and the pipeline.
+A method is a subclass of ``Method`` in its package ``ale_edit.methods.<name>``, with ``name``, ``label``, an
+``Options`` dataclass (its params.yaml section; fields declared with ``options.option``, whose help, choices and
+range the command line and the studio show), ``uses_masks`` and ``prepare``; decorating it with ``@register``
+makes it known to the editor, the command line, the studio, the report and the pipeline, none of which names it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ..options import SettingError, did_you_mean
+from ..options import SettingError
 from ..processors import Layer
 from ..steps import StepController
-from ..text import edit_texts
 
 
 @dataclass
@@ -72,29 +72,22 @@ class MethodRun:
     conditioning: Conditioning
     controller: StepController
     processor: Callable[[Layer], object]  # the processor of each attention layer, for ``install_processors``
-    records: list[dict] = field(default_factory=list)  # per edit: what the edit's record should add
-
-
-def joined_conditioning(batch: EditBatch, *, source: bool = True, mutual: bool = False) -> Conditioning:
-    """The baselines' conditionings: the source prompt (or the empty prompt when the method takes only the target
-    prompt) and the target prompt; InfEdit's mutual branch takes the source prompt. The prompts are an edit's whole
-    prompts when it has them (PIE-Bench), else its joined source and target phrases (``text.edit_texts``)."""
-    n = len(batch)
-    texts = [edit_texts(p, prompts) for p, prompts in zip(batch.pairs, batch.edit_prompts())]
-    sources = [s if source else "" for s, _ in texts]
-    targets = [t for _, t in texts]
-    embeds = batch.encode(["", *sources, *targets])
-    return Conditioning(uncond=embeds[:1].expand(n, -1, -1), source=embeds[1 : 1 + n], target=embeds[1 + n :],
-                        mutual=embeds[1 : 1 + n] if mutual else None)
+    records: list[dict]  # one per edit of the batch, in its order: what the edit's record should add
 
 
 class Method:
     """An editing method on the shared sampler. Subclasses set the class attributes and ``prepare``."""
 
-    name: ClassVar[str]
+    name: ClassVar[str]  # its package's name and its params.yaml section
     label: ClassVar[str]  # its name in tables and figures
     Options: ClassVar[type]
     uses_masks: ClassVar[bool] = False  # the editor resolves (and detects) masks only for such methods
+
+    @classmethod
+    def report_label(cls, options: Mapping[str, Any]) -> str:
+        """Its row name in the report for a run with ``options`` (its params.yaml section): ``label``, or what a
+        method's ablations call for."""
+        return cls.label
 
     def __init__(self, options: Any = None):
         self.options = self.Options() if options is None else options
@@ -103,6 +96,22 @@ class Method:
 
     def prepare(self, batch: EditBatch) -> MethodRun:
         raise NotImplementedError
+
+
+class MethodContractError(RuntimeError):
+    """A method's ``prepare`` answered what the interface forbids; the message names the method."""
+
+
+def check_run(method: Method, run: MethodRun, batch: EditBatch) -> MethodRun:
+    """``run`` as ``method.prepare(batch)`` answered it, if it has one record per edit of ``batch``."""
+    if not isinstance(run, MethodRun):
+        raise MethodContractError(f"method {method.name!r} ({type(method).__module__}): prepare returned "
+                                  f"{type(run).__name__}, not a MethodRun")
+    if len(run.records) != len(batch):
+        raise MethodContractError(f"method {method.name!r} ({type(method).__module__}): MethodRun.records holds "
+                                  f"{len(run.records)} records for a batch of {len(batch)} edits; it needs one "
+                                  f"per edit, in the batch's order")
+    return run
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -114,14 +123,3 @@ def register(cls: type[Method]) -> type[Method]:
         raise ValueError(f"two methods are named {cls.name!r}: {METHODS[cls.name].__module__} and {cls.__module__}")
     METHODS[cls.name] = cls
     return cls
-
-
-def method_class(name: str) -> type[Method]:
-    """The method registered as ``name``; a ``SettingError`` names the known ones otherwise."""
-    from . import discover
-
-    discover()
-    if name not in METHODS:
-        raise SettingError(f"unknown method {name!r}{did_you_mean(name, METHODS)}; choose one of "
-                           f"{', '.join(METHODS)}")
-    return METHODS[name]

@@ -16,7 +16,7 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
-from .text import PromptLayout, layout_prompt
+from ...text import PromptLayout, layout_prompt
 
 EosTreatment = Literal["ore", "naive", "zeros", "bos", "empty"]
 EOS_TREATMENTS: tuple[str, ...] = ("ore", "naive", "zeros", "bos", "empty")

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from .. import steps
-from ..options import Options, option
-from ..processors import TWO_BRANCHES, AttentionProcessor, PlainAttention, attention, self_attention_qkv
-from ..steps import StepController
-from .base import EditBatch, Method, MethodRun, joined_conditioning, register
+from ... import steps
+from ...options import Options, option
+from ...processors import TWO_BRANCHES, AttentionProcessor, PlainAttention, attention, self_attention_qkv
+from ...steps import StepController
+from ..base import EditBatch, Method, MethodRun, register
+from ..shared import CONDITIONAL, joined_conditioning, layer_processors, take_source_maps
 
 FPE_SELF_REPLACE = 0.8
 FPE_MIN_LEVEL = 1
@@ -50,10 +49,7 @@ class FreePromptSelfAttention(AttentionProcessor):
     def attend(self, attn, hidden_states, encoder_hidden_states):
         q, k, v = self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         if self.controller.active(self.level):
-            qs, ks = self.layout.chunks(q), self.layout.chunks(k)
-            src, tgt = self.layout.chunk("source", True), self.layout.chunk("target", True)
-            qs[tgt], ks[tgt] = qs[src], ks[src]
-            q, k = torch.cat(qs), torch.cat(ks)
+            q, k = take_source_maps(self.layout, q, k, True, CONDITIONAL)
         return attention(q, k, v)
 
 
@@ -77,5 +73,5 @@ class FreePromptEditing(Method):
         controller = FreePromptController(batch.num_steps, self.options.self_replace)
         plain = PlainAttention()
         return MethodRun(joined_conditioning(batch, source=False), controller,
-                         lambda layer: plain if layer.is_cross else FreePromptSelfAttention(controller, layer.level),
+                         layer_processors(plain, lambda layer: FreePromptSelfAttention(controller, layer.level)),
                          records=[{"background_blending": False}] * len(batch))

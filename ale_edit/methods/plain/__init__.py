@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import Options, option
-from ..processors import PlainAttention
-from ..steps import StepController
-from .base import EditBatch, Method, MethodRun, joined_conditioning, register
+from ...options import Options, option
+from ...processors import PlainAttention
+from ...steps import StepController
+from ..base import EditBatch, Method, MethodRun, register
+from ..shared import joined_conditioning, layer_processors
 
 
 @dataclass(frozen=True)
@@ -33,4 +34,4 @@ class Plain(Method):
     def prepare(self, batch: EditBatch) -> MethodRun:
         attention = PlainAttention()
         return MethodRun(joined_conditioning(batch, source=self.options.source_prompt), StepController(batch.num_steps),
-                         lambda layer: attention, records=[{"background_blending": False}] * len(batch))
+                         layer_processors(attention, attention), records=[{"background_blending": False}] * len(batch))

@@ -38,26 +38,27 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import steps
-from ..attention_maps import Recorder
-from ..local_blend import LocalBlend, on_grid, upsample
-from ..options import Options, option
-from ..processors import (
+from ... import steps
+from ...attention_maps import Recorder
+from ...options import Options, option
+from ...processors import (
     TWO_BRANCHES, AttentionProcessor, Layer, attention, cross_attention_qkv, from_heads, probabilities,
     self_attention_qkv,
 )
-from ..sampler import StepState
-from ..steps import StepController, select
-from ..text import edit_layouts, edit_texts
-from .base import EditBatch, Method, MethodRun, joined_conditioning, register
-from .seq_aligner import MAX_LENGTH, prompt_ids, refinement_mapper, replacement_mapper, split_words, word_tokens
+from ...sampler import StepState
+from ...steps import StepController
+from ...text import edit_layouts, edit_texts
+from ..base import EditBatch, Method, MethodRun, register
+from ..seq_aligner import MAX_LENGTH, prompt_ids, refinement_mapper, replacement_mapper, split_words, word_tokens
+from ..shared import (
+    CONDITIONAL, LocalBlend, blend_layers, joined_conditioning, layer_processors, on_grid, take_source_maps, upsample,
+)
 
 P2P_CROSS_REPLACE = 0.8  # the notebook's cross_replace_steps (Replace and Refine examples)
 P2P_SELF_MIN_LEVEL = 2  # "<= 16x16 queries" at 512^2
 P2P_LOCAL_BLEND = False  # P2P's controllers default to local_blend=None
 P2P_BLEND_THRESHOLD = 0.3  # LocalBlend's th[0]
 P2P_BLEND_START = 0.2  # LocalBlend's start_blend: blend after step k iff k + 1 > floor(0.2 T)
-P2P_BLEND_LEVEL = 2  # the maps LocalBlend reads: down_cross[2:4] + up_cross[:3], the 16x16 layers at 512^2
 P2P_BLEND_POOL = 1  # LocalBlend's k: a (2k+1) x (2k+1) max pool
 
 
@@ -268,36 +269,16 @@ class PromptToPromptSelfAttention(AttentionProcessor):
     def attend(self, attn, hidden_states, encoder_hidden_states):
         q, k, v = self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         if self.level >= self.controller.min_level:
-            inject = self.controller.self_replace_mask(q.device)
-            if inject is not False:
-                qs, ks = self.layout.chunks(q), self.layout.chunks(k)
-                src, tgt = self.layout.chunk("source", True), self.layout.chunk("target", True)
-                for x in (qs, ks):
-                    x[tgt] = select(inject, x[src], x[tgt])
-                q, k = torch.cat(qs), torch.cat(ks)
+            q, k = take_source_maps(self.layout, q, k, self.controller.self_replace_mask(q.device), CONDITIONAL)
         return attention(q, k, v)
-
-
-def blend_layers(blocks: Sequence[Layer]) -> set[int]:
-    """The local blend's layers: the non-mid transformer blocks of level ``P2P_BLEND_LEVEL`` (SD-1.5: blocks 4, 5,
-    7, 8, 9), or of the deepest non-mid level of a shallower UNet (the tiny test UNet: blocks 1, 3, 4)."""
-    candidates = [b for b in blocks if not b.is_mid]
-    if not candidates:
-        return set()
-    level = min(P2P_BLEND_LEVEL, max(b.level for b in candidates))
-    return {b.index for b in candidates if b.level == level}
 
 
 def p2p_processors(controller: PromptToPromptController, blocks: Sequence[Layer]):
     """The processor of each layer: P2P's cross-attention (storing at the blend layers) and self-attention."""
     store = blend_layers(blocks)
-
-    def make(layer: Layer):
-        if layer.is_cross:
-            return PromptToPromptCrossAttention(controller, layer.index, store=layer.index in store)
-        return PromptToPromptSelfAttention(controller, layer.level)
-
-    return make
+    return layer_processors(
+        lambda layer: PromptToPromptCrossAttention(controller, layer.index, store=layer.index in store),
+        lambda layer: PromptToPromptSelfAttention(controller, layer.level))
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,18 @@ blending; the record says so.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import torch
 
-from ..background_blending import BB_MASKS, BackgroundBlend, foreground
-from ..ore import EOS_TREATMENTS, ORE_ZEROINGS, build_text_plan
-from ..options import Options, option
-from ..processors import TWO_BRANCHES, AttentionProcessor, attention, self_attention_qkv
-from ..rgb_cam import RegionGuidance, RegionGuidedCrossAttention, resize_masks_nearest
-from ..steps import StepController, StepSets, exceeds, from_step, per_edit, select
-from .base import Conditioning, EditBatch, Method, MethodRun, register
+from ...options import Options, option
+from ...processors import TWO_BRANCHES, AttentionProcessor, attention, self_attention_qkv
+from ...steps import StepController, StepSets, exceeds, from_step, per_edit
+from ..base import Conditioning, EditBatch, Method, MethodRun, register
+from ..shared import layer_processors, take_source_maps
+from .background_blending import BB_MASKS, BackgroundBlend, foreground
+from .ore import EOS_TREATMENTS, ORE_ZEROINGS, build_text_plan
+from .rgb_cam import RegionGuidance, RegionGuidedCrossAttention, resize_masks_nearest
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,7 @@ class SelfAttentionInjection(AttentionProcessor):
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
         q, k, v = self_attention_qkv(attn, hidden_states, encoder_hidden_states)
-        inject = self.controller.injection_mask(q.device)
-        if inject is not False:
-            qs, ks = self.layout.chunks(q), self.layout.chunks(k)
-            for src, tgt in self.layout.pairs("source", "target"):
-                qs[tgt], ks[tgt] = select(inject, qs[src], qs[tgt]), select(inject, ks[src], ks[tgt])
-            q, k = torch.cat(qs), torch.cat(ks)
+        q, k = take_source_maps(self.layout, q, k, self.controller.injection_mask(q.device))
         return attention(q, k, v).to(q.dtype)
 
 
@@ -99,6 +96,15 @@ class AleEdit(Method):
     label = "ALE-Edit"
     Options = AleOptions
     uses_masks = True
+
+    @classmethod
+    def report_label(cls, options: Mapping[str, Any]) -> str:
+        """ALE-Edit, or its ablation: the parts left on and a non-default EOS treatment."""
+        parts = [name for key, name in (("ore", "ORE"), ("rgb_cam", "RGB-CAM"), ("bb", "BB"))
+                 if options.get(key, True)]
+        label = cls.label if len(parts) == 3 else f"ALE ({'+'.join(parts) or 'none'})"
+        eos = options.get("eos", "ore")
+        return label if eos == "ore" else f"{label}, EOS {eos}"
 
     def prepare(self, batch: EditBatch) -> MethodRun:
         opt = self.options
@@ -134,6 +140,5 @@ class AleEdit(Method):
         conditioning = Conditioning(uncond=torch.stack([p.uncond for p in plans]),
                                     source=torch.stack([p.source_cond for p in plans]),
                                     target=torch.stack([p.target_cond for p in plans]))
-        return MethodRun(conditioning, controller,
-                         lambda layer: cross_attention if layer.is_cross else self_attention,
+        return MethodRun(conditioning, controller, layer_processors(cross_attention, self_attention),
                          records=[{"background_blending": bool(x)} for x in blended])

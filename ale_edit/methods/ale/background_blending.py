@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from ...sampler import LatentBlend, StepState
 from .rgb_cam import resize_masks_nearest
-from .sampler import LatentBlend, StepState
 
 BB_MASKS = ("nearest", "multiscale")
 MULTISCALE_FACTORS = (1, 2, 4, 8)

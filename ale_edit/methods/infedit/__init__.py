@@ -14,7 +14,7 @@ source-prompt branch stepped like the target. The UNet batch is six chunks of B 
   P2P's aligner plus InfEdit's cosine extension (``seq_aligner.infedit_refinement_mapper``). While
   c >= (k+1)/T (c = ``INFEDIT_CROSS_REPLACE`` = 0.7: k = 0..9 of 15) the target uses ref(P_s); the source and the
   mutual branch always use their own maps.
-- **Store and local blend**: at the blend layers (level 2, non-mid; ``p2p.blend_layers``) S_s = ref(P_s) and
+- **Store and local blend**: at the blend layers (level 2, non-mid; ``shared.blend_layers``) S_s = ref(P_s) and
   S_m = ref(P_m), both refined with the target's *own* maps, are summed over steps (head-averaged). After every
   step k >= 1 the target latent is blended: outside the mask of the local words on S_m (threshold
   max(0.15 / sqrt(a_k), thresh_e)) x_t takes x_m, on the mask of the mutual-only words on S_s it takes x_s, and
@@ -34,21 +34,23 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import steps
-from ..attention_maps import Recorder
-from ..errors import EditInputError
-from ..local_blend import LocalBlend, on_grid, upsample
-from ..options import Options, option
-from ..processors import (
+from ... import steps
+from ...attention_maps import Recorder
+from ...errors import EditInputError
+from ...options import Options, option
+from ...processors import (
     THREE_BRANCHES, AttentionProcessor, Layer, attention, cross_attention_qkv, from_heads, probabilities,
     self_attention_qkv,
 )
-from ..sampler import StepState
-from ..steps import StepController, select
-from ..text import edit_layouts, edit_texts
-from .base import EditBatch, Method, MethodRun, joined_conditioning, register
-from .p2p import blend_layers
-from .seq_aligner import ALIGNER_ORDERS, MAX_LENGTH, infedit_refinement_mapper, prompt_ids, split_words, word_tokens
+from ...sampler import StepState
+from ...steps import StepController
+from ...text import edit_layouts, edit_texts
+from ..base import EditBatch, Method, MethodRun, register
+from ..seq_aligner import ALIGNER_ORDERS, MAX_LENGTH, infedit_refinement_mapper, prompt_ids, split_words, word_tokens
+from ..shared import (
+    BOTH_HALVES, LocalBlend, blend_layers, joined_conditioning, layer_processors, on_grid, take_source_maps_of_chunks,
+    upsample,
+)
 
 INFEDIT_CROSS_REPLACE = 0.7  # the app's cross_replace_steps slider
 INFEDIT_THRESH_E = 0.6  # the app's local-blend threshold (LocalBlend's constructor default 0.3 is overridden)
@@ -256,13 +258,12 @@ class InfEditSelfAttention(AttentionProcessor):
         q, k, v = self_attention_qkv(attn, hidden_states, encoder_hidden_states)
         inject = self.controller.injection_mask(q.device)
         qs, ks, vs = self.layout.chunks(q), self.layout.chunks(k), self.layout.chunks(v)
-        for conditional in (False, True):
+        # target: the source's maps while injecting, else its own; always its own values
+        take_source_maps_of_chunks(self.layout, qs, ks, inject)
+        for conditional in BOTH_HALVES:
             s, t, m = (self.layout.chunk(b, conditional) for b in ("source", "target", "mutual"))
-            q_t = qs[t]
-            # target: the source's maps while injecting, else its own; always its own values
-            qs[t], ks[t] = select(inject, qs[s], q_t), select(inject, ks[s], ks[t])
-            # mutual: the source's keys and values; the source's queries while injecting, else the target's
-            qs[m], ks[m], vs[m] = select(inject, qs[s], q_t), ks[s], vs[s]
+            # mutual: the source's keys and values, the target's queries (the source's while injecting)
+            qs[m], ks[m], vs[m] = qs[t], ks[s], vs[s]
         return attention(torch.cat(qs), torch.cat(ks), torch.cat(vs))
 
 
@@ -303,14 +304,8 @@ class InfEditCrossAttention(AttentionProcessor):
 def infedit_processors(controller: InfEditController, blocks: Sequence[Layer]):
     """InfEdit's processors on every attention layer; the blend layers are P2P's (level 2, non-mid)."""
     store = blend_layers(blocks)
-    self_attention = InfEditSelfAttention(controller)
-
-    def make(layer: Layer):
-        if layer.is_cross:
-            return InfEditCrossAttention(controller, layer.index, store=layer.index in store)
-        return self_attention
-
-    return make
+    return layer_processors(lambda layer: InfEditCrossAttention(controller, layer.index, store=layer.index in store),
+                            InfEditSelfAttention(controller))
 
 
 @dataclass(frozen=True)

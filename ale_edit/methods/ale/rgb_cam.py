@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .processors import TWO_BRANCHES, AttentionProcessor, attention, cross_attention_qkv, from_heads, query_grid
+from ...processors import TWO_BRANCHES, AttentionProcessor, attention, cross_attention_qkv, from_heads, query_grid
 
 
 def resize_masks_nearest(masks: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import steps
-from ..options import Options, option
-from ..processors import TWO_BRANCHES, AttentionProcessor, PlainAttention, attention, self_attention_qkv
-from ..steps import StepController
-from .base import EditBatch, Method, MethodRun, joined_conditioning, register
+from ... import steps
+from ...options import Options, option
+from ...processors import TWO_BRANCHES, AttentionProcessor, PlainAttention, attention, self_attention_qkv
+from ...steps import StepController
+from ..base import EditBatch, Method, MethodRun, register
+from ..shared import joined_conditioning, layer_processors
 
 MASACTRL_START_STEP = 4
 MASACTRL_START_LAYER = 10
@@ -77,5 +78,5 @@ class MasaCtrl(Method):
         controller = MasaCtrlController(batch.num_steps, self.options.start_step, self.options.start_layer)
         plain = PlainAttention()
         return MethodRun(joined_conditioning(batch, source=False), controller,
-                         lambda layer: plain if layer.is_cross else MutualSelfAttention(controller, layer.index),
+                         layer_processors(plain, lambda layer: MutualSelfAttention(controller, layer.index)),
                          records=[{"background_blending": False}] * len(batch))
