@@ -23,7 +23,7 @@ from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models, resol
 from ..options import SettingError
 from ..paths import check_output_image_path, safe_file_name
 from ..settings import EditSettings
-from .options import given, parse_sets, settings_options
+from .options import Number, given, parse_sets, settings_options
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
 DEFAULT_SEGMENTER = "facebook/sam-vit-huge"
@@ -54,14 +54,14 @@ def mask_file_name(phrase: str) -> str:
 @click.option("--type", "edit_type", type=click.Choice(EDIT_TYPES + tuple(k for k in EDIT_TYPE_KEYS
                                                                          if k not in EDIT_TYPES)), default=None,
               help="Edit type: picks the self-attention injection schedule.")
-@click.option("--schedule", type=click.FloatRange(0, 1), default=None,
+@click.option("--schedule", type=Number("schedule", 0, 1), default=None,
               help="Fraction of steps with self-attention Q,K injection (overrides --type).")
 @click.option("--method", type=click.Choice(method_names()), default="ale", show_default=True,
               help="ALE-Edit, or a baseline on the same sampler (fpe: Free-Prompt-Editing; masactrl: MasaCtrl; "
                    "p2p: Prompt-to-Prompt; infedit: InfEdit).")
 @click.option("--set", "set_args", multiple=True, metavar="METHOD.KEY=VALUE",
               help="An option of the method, as in params.yaml, e.g. --set p2p.cross_replace=0.6. Repeatable.")
-@settings_options(EditSettings)
+@settings_options(EditSettings, "edit")
 @settings_options(AleOptions)
 @click.option("--model", default=DEFAULT_DIFFUSION_MODEL, show_default=True,
               help="Diffusion model: hub id, local diffusers folder, or 'tiny' (random weights, offline, every "
@@ -69,8 +69,8 @@ def mask_file_name(phrase: str) -> str:
 @click.option("--detector", default=None, help=f"Grounding DINO id or folder [default: {DEFAULT_DETECTOR}].")
 @click.option("--segmenter", default=None, help=f"SAM id or folder [default: {DEFAULT_SEGMENTER}].")
 @click.option("--seed", default=42, show_default=True, type=click.IntRange(0, MAX_SEED))
-@click.option("--box-threshold", default=0.45, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--text-threshold", default=0.4, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--box-threshold", default=0.45, show_default=True, type=Number("masks.box_threshold", 0, 1))
+@click.option("--text-threshold", default=0.4, show_default=True, type=Number("masks.text_threshold", 0, 1))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True, help="auto: fp16 on CUDA, fp32 on CPU.")
 @click.option("--save-masks", type=click.Path(path_type=Path), default=None, help="Write the masks used here.")
