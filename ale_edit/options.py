@@ -93,12 +93,15 @@ def coerce(cls, f: dataclasses.Field, value: Any, where: str) -> Any:
 
 
 def check(obj, section: str = "") -> None:
-    """Raise ``SettingError`` naming the first field whose value (or list item) is outside its choices or range."""
+    """Raise ``SettingError`` naming the first field whose value (or list item) is outside its choices or range, or
+    whose list is empty where the field's ``empty`` metadata says what an empty list would mean."""
     for f in fields(obj):
         value = getattr(obj, f.name)
         if value is None or not f.metadata:
             continue
         where = f"{section}.{f.name}" if section else f.name
+        if isinstance(value, (list, tuple)) and not value and f.metadata.get("empty"):
+            raise SettingError(f"{where} is empty: {f.metadata['empty']}")
         for item in (value if isinstance(value, (list, tuple)) else [value]):
             _check_value(f, item, where)
 

@@ -2,6 +2,7 @@
 non-finite numbers, decompression bombs, over-long prompts, empty lists, a device this machine lacks, a full disk;
 and a JPEG's EXIF orientation applied, edited as it displays."""
 
+import re
 import sys
 
 import pytest
@@ -85,3 +86,26 @@ def test_a_stage_refuses_yaml_nan(tmp_path):
     result = invoke("bench", ["--params", str(params), "--out", str(tmp_path / "bench")])
     assert_one_line_error(result, "params.yaml: edit.eta must be a finite number; got nan")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("key,message", [
+    ("edit_types", "prompts.edit_types is empty: no edit type would be edited, scored or reported"),
+    ("object_counts", "prompts.object_counts is empty: no edit would have a number of objects to change; list at "
+                      "least one of 1, 2, 3 (every count: [1, 2, 3])"),
+])
+def test_empty_lists_are_refused_with_their_meaning(tmp_path, key, message):
+    params = project_params()
+    params["prompts"][key] = []
+    with pytest.raises(schema.SettingError, match=re.escape(message)):
+        schema.check_params(params)
+    # As `dvc exp run -S prompts.<key>=[]` leaves it: the first stage refuses it, writing nothing.
+    write_params(tmp_path / "params.yaml", params)
+    result = invoke("bench", ["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "bench")])
+    assert_one_line_error(result, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_an_empty_image_list_still_means_every_image():
+    params = project_params()
+    params["bench"]["images"] = []
+    schema.check_params(params)
