@@ -2,14 +2,25 @@
 non-finite numbers, decompression bombs, over-long prompts, empty lists, a device this machine lacks, a full disk;
 and a JPEG's EXIF orientation applied, edited as it displays."""
 
+import io
+import json
 import re
+import shutil
+import struct
 import sys
+import warnings
+import zlib
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import ExifTags, Image
 
 from ale_edit.cli import main
-from stage_utils import ROOT, invoke, project_params, write_params
+from ale_edit.errors import EditInputError
+from ale_edit.io import MAX_PIXELS_VARIABLE, ImageTooLargeError, load_image, load_mask, read_image
+from pie_fixture import write_pie_bench
+from stage_utils import ROOT, invoke, project_params, smoke_params, write_params
 
 sys.path.insert(0, str(ROOT / "stages"))
 import params as schema  # noqa: E402
@@ -109,3 +120,139 @@ def test_an_empty_image_list_still_means_every_image():
     params = project_params()
     params["bench"]["images"] = []
     schema.check_params(params)
+
+
+# -- decompression bombs ------------------------------------------------------------------------------------------
+
+BOMB_MESSAGE = "has 900,000,000 pixels, over the limit of 89,478,485 (PIL's decompression-bomb guard); to read it " \
+               "deliberately, raise the limit: ALE_EDIT_MAX_IMAGE_PIXELS=900000001"
+
+
+def write_bomb(path, width=30000, height=30000):
+    """A PNG whose header says ``width`` x ``height`` (a 1x1 bilevel picture with its IHDR rewritten): what PIL
+    reads before it decodes a pixel, in 69 bytes."""
+    buffer = io.BytesIO()
+    Image.new("1", (1, 1)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    ihdr = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:])
+    return path
+
+
+def test_a_bomb_is_named_from_its_header(tmp_path, monkeypatch):
+    bomb = write_bomb(tmp_path / "bomb.png")
+    monkeypatch.delenv(MAX_PIXELS_VARIABLE, raising=False)
+    with pytest.raises(ImageTooLargeError, match=re.escape(f"image {bomb} {BOMB_MESSAGE}")):
+        load_image(bomb)
+    # Between PIL's limit and twice it PIL only warns, then decodes: refused the same.
+    with pytest.raises(ImageTooLargeError, match="has 100,000,000 pixels, over the limit of 89,478,485"):
+        load_image(write_bomb(tmp_path / "big.png", 10000, 10000))
+    with pytest.raises(ImageTooLargeError, match="mask for 'cup' .* has 900,000,000 pixels"):
+        load_mask(bomb, name="cup")
+    # Raised deliberately, the limit lets a real picture of that size through; lowered, it refuses a small one.
+    Image.new("L", (40, 30)).save(tmp_path / "small.png")
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "1000")
+    with pytest.raises(ImageTooLargeError, match="has 1,200 pixels, over the limit of 1,000.*"
+                                                 "ALE_EDIT_MAX_IMAGE_PIXELS=1201"):
+        load_image(tmp_path / "small.png")
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "1200")
+    assert load_image(tmp_path / "small.png").size == (40, 30)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "lots")
+    with pytest.raises(EditInputError, match="ALE_EDIT_MAX_IMAGE_PIXELS='lots' must be a positive whole number"):
+        load_image(tmp_path / "small.png")
+
+
+def test_a_bomb_in_ale_edit_edit(tmp_path, no_models):
+    bomb = write_bomb(tmp_path / "in" / "bomb.png")
+    result = edit(bomb, tmp_path / "out" / "x.png")
+    assert_one_line_error(result, f"Error: image {bomb} {BOMB_MESSAGE}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bomb_in_the_bench_stage(ale_bench, tmp_path):
+    source = tmp_path / "bench_source"
+    shutil.copytree(ale_bench / "masks" / "artificial_img05", source / "masks" / "artificial_img05")
+    write_bomb(source / "images" / "artificial_img05.png")
+    params = write_params(tmp_path / "params.yaml", smoke_params(source, bench__images=[]))
+    result = invoke("bench", ["--params", str(params), "--out", str(tmp_path / "bench")])
+    assert_one_line_error(result, f"benchmark image {source / 'images' / 'artificial_img05.png'} {BOMB_MESSAGE}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench_source", "params.yaml"]
+
+
+def test_a_bomb_in_the_pie_bench_stage(tmp_path):
+    source = write_pie_bench(tmp_path / "pie")
+    image = source / "annotation_images" / "6_change_attribute_color_40/2_natural/3_indoor/611000000000.jpg"
+    write_bomb(image)
+    params = project_params()
+    params["bench"].update(kind="pie", source=str(source))
+    params["prompts"]["edit_types"] = ["change_color"]
+    write_params(tmp_path / "params.yaml", params)
+    result = invoke("bench", ["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "bench")])
+    assert_one_line_error(result, f"benchmark image {image} {BOMB_MESSAGE}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "pie"]
+
+
+# -- EXIF orientation ---------------------------------------------------------------------------------------------
+
+def write_portrait_jpeg(path):
+    """A 64x32 JPEG, red on the left, blue on the right, tagged Orientation 6: a phone's portrait photo, which
+    displays 32x64 with the red half on top."""
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:, :32] = (255, 0, 0)
+    pixels[:, 32:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    return path
+
+
+def test_exif_orientation_is_applied_on_load(tmp_path):
+    photo = write_portrait_jpeg(tmp_path / "photo.jpg")
+    image, orientation = read_image(photo)
+    assert orientation == 6 and image.size == (32, 64)
+    pixels = np.asarray(image).astype(int)
+    assert (pixels[:28, :, 0] > 200).all() and (pixels[36:, :, 2] > 200).all()  # red on top, blue below
+    assert load_image(photo).size == (32, 64)
+    plain = tmp_path / "plain.jpg"
+    Image.new("RGB", (64, 32)).save(plain)
+    assert read_image(plain)[1] == 1 and load_image(plain).size == (64, 32)
+
+
+def test_a_portrait_photo_is_edited_as_it_displays(tmp_path):
+    photo = write_portrait_jpeg(tmp_path / "photo.jpg")
+    mask = np.zeros((64, 32), np.uint8)  # drawn on the picture as displayed: 32 wide, 64 high
+    mask[:32] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a mask of another size than the image would warn
+        result = CliRunner().invoke(main, ["edit", str(photo), "-e", "red box=gold box", "--mask",
+                                           f"red box={tmp_path / 'mask.png'}", "-o", str(out), "--model", "tiny",
+                                           "--size", "128", "--steps", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (64, 128)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["exif_orientation"] == 6 and record["input_size"] == [32, 64] and record["working_size"] == [64, 128]
+    assert record["warnings"][0].startswith(f"{photo} has EXIF Orientation 6: read as it displays (rotated 90 "
+                                            f"degrees clockwise from how it is stored)")
+    assert "EXIF Orientation 6" in result.output
+
+
+def test_the_manifest_records_an_applied_orientation(tmp_path):
+    from ale_edit.bench.materialize import materialize
+
+    source = tmp_path / "src"
+    (source / "images").mkdir(parents=True)
+    write_portrait_jpeg(source / "images" / "photo.jpg")
+    (source / "masks" / "photo").mkdir(parents=True)
+    mask = np.zeros((64, 32), np.uint8)
+    mask[:32] = 255
+    Image.fromarray(mask).save(source / "masks" / "photo" / "box_mask.png")
+    entry = materialize(source, tmp_path / "out", ["photo"])["images"][0]
+    assert (entry["width"], entry["height"], entry["exif_orientation"]) == (32, 64, 6)
+    assert entry["notes"] == ["photo.jpg has EXIF Orientation 6: read as it displays (rotated 90 degrees clockwise "
+                              "from how it is stored)"]
+    Image.new("RGB", (32, 64)).save(source / "images" / "photo.jpg")  # stored as it displays: nothing recorded
+    entry = materialize(source, tmp_path / "out2", ["photo"])["images"][0]
+    assert "exif_orientation" not in entry and entry["notes"] == []

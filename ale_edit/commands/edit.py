@@ -16,7 +16,7 @@ from ..atomic import save_image, write_json
 from ..edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ..editor import EditRequest, Editor, validate_request
 from ..errors import EditInputError
-from ..io import load_image, load_mask, save_mask
+from ..io import load_mask, orientation_note, read_image, save_mask
 from ..methods import method_names
 from ..methods.ale import AleOptions
 from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models, resolve_device, resolve_dtype
@@ -87,7 +87,7 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
         check_output_image_path(output)
         if save_masks is not None:
             check_output_image_path(Path(save_masks) / mask_file_name("mask"))
-        source = load_image(image)
+        source, orientation = read_image(image)  # as it displays: its EXIF orientation applied
         # Check the pairs and which phrases have masks before reading any mask file.
         validate_request(EditRequest(source, pairs, dict.fromkeys(mask_files), edit_type, schedule, seed))
         masks = {p: load_mask(f, source.size, name=p) for p, f in mask_files.items()}
@@ -102,7 +102,9 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
     except EditInputError as exc:
         raise click.ClickException(str(exc)) from exc
     record = dict(result.record, image=str(image), output=str(output),
-                  mask_files={p: str(f) for p, f in mask_files.items()})
+                  mask_files={p: str(f) for p, f in mask_files.items()}, exif_orientation=orientation)
+    if note := orientation_note(image, orientation):
+        record["warnings"] = [f"{note}; edited so, the output is stored upright", *record["warnings"]]
     if save_masks is not None:
         record["saved_masks"] = {}
         for phrase, mask in result.masks.items():
@@ -113,7 +115,7 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
     save_image(output, result.image)
     write_json(output.with_suffix(".json"), record)
     click.echo(f"wrote {output} and {output.with_suffix('.json')} ({result.record['seconds']:.1f} s)")
-    for note in result.record["fallbacks"] + result.record["warnings"]:
+    for note in record["fallbacks"] + record["warnings"]:
         click.echo(f"warning: {note}", err=True)
 
 
