@@ -2,8 +2,10 @@
 non-finite numbers, decompression bombs, over-long prompts, empty lists, a device this machine lacks, a full disk;
 and a JPEG's EXIF orientation applied, edited as it displays."""
 
+import errno
 import io
 import json
+import os
 import re
 import shutil
 import struct
@@ -256,3 +258,46 @@ def test_the_manifest_records_an_applied_orientation(tmp_path):
     Image.new("RGB", (32, 64)).save(source / "images" / "photo.jpg")  # stored as it displays: nothing recorded
     entry = materialize(source, tmp_path / "out2", ["photo"])["images"][0]
     assert "exif_orientation" not in entry and entry["notes"] == []
+
+
+# -- a full disk --------------------------------------------------------------------------------------------------
+
+def full_disk(monkeypatch, after_bytes=100):
+    """Every PIL save to a file writes ``after_bytes`` bytes, then fails as a full disk does (saves to memory, as
+    the output path's check makes, go on)."""
+    real_save = Image.Image.save
+
+    def save(self, fp, format=None, **params):
+        if not isinstance(fp, (str, os.PathLike)):
+            return real_save(self, fp, format, **params)
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG" + b"\0" * (after_bytes - 4))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", save)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(ale_bench, tmp_path, monkeypatch):
+    full_disk(monkeypatch)
+    out = tmp_path / "out" / "edited.png"
+    result = CliRunner().invoke(main, ["edit", str(ale_bench / "images" / "artificial_img05.jpg"), "-e",
+                                       "cup=gold cup", "--mask",
+                                       f"cup={ale_bench / 'masks' / 'artificial_img05' / 'cup_mask.png'}",
+                                       "-o", str(out), *FAST])
+    assert_one_line_error(result, f"Error: cannot write {out}: No space left on device: the disk is full (free "
+                                  f"some space, or write elsewhere); nothing of it was left")
+    assert list((tmp_path / "out").iterdir()) == []  # no temporary file, no record
+
+
+def test_a_write_error_keeps_its_errno_and_removes_the_temporary_file(tmp_path):
+    from ale_edit.atomic import OutputWriteError, atomic_path, write_json
+
+    with pytest.raises(OutputWriteError) as error:
+        with atomic_path(tmp_path / "a.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert error.value.errno == errno.ENOSPC and isinstance(error.value, OSError)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputWriteError, match=r"cannot write .*file/x.json: File exists; nothing of it was left"):
+        write_json(tmp_path / "file" / "x.json", {})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..atomic import save_image, write_json
+from ..atomic import OutputWriteError, save_image, write_json
 from ..edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ..editor import EditRequest, Editor, validate_request
 from ..errors import EditInputError
@@ -105,15 +105,18 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
                   mask_files={p: str(f) for p, f in mask_files.items()}, exif_orientation=orientation)
     if note := orientation_note(image, orientation):
         record["warnings"] = [f"{note}; edited so, the output is stored upright", *record["warnings"]]
-    if save_masks is not None:
-        record["saved_masks"] = {}
-        for phrase, mask in result.masks.items():
-            if mask is not None:
-                path = Path(save_masks) / mask_file_name(phrase)
-                save_mask(path, mask)
-                record["saved_masks"][phrase] = str(path)
-    save_image(output, result.image)
-    write_json(output.with_suffix(".json"), record)
+    try:
+        if save_masks is not None:
+            record["saved_masks"] = {}
+            for phrase, mask in result.masks.items():
+                if mask is not None:
+                    path = Path(save_masks) / mask_file_name(phrase)
+                    save_mask(path, mask)
+                    record["saved_masks"][phrase] = str(path)
+        save_image(output, result.image)
+        write_json(output.with_suffix(".json"), record)
+    except OutputWriteError as exc:  # a full disk: named, and no half-written file
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {output} and {output.with_suffix('.json')} ({result.record['seconds']:.1f} s)")
     for note in record["fallbacks"] + record["warnings"]:
         click.echo(f"warning: {note}", err=True)
