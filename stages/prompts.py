@@ -8,7 +8,7 @@ import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from _common import edit_type_of, load_params
+from _common import edit_type_of, load_params, stage_command
 
 from ale_edit.atomic import atomic_path
 from ale_edit.bench.dataset import load_prompt_instances
@@ -18,7 +18,7 @@ from ale_edit.bench.pie import pie_edit_table
 from ale_edit.errors import EditInputError
 
 
-@click.command()
+@stage_command()
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--bench", default="data/bench", show_default=True)
 @click.option("--dictionary", default="data/attributes.yaml", show_default=True)

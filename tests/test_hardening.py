@@ -12,6 +12,7 @@ import struct
 import sys
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from ale_edit.cli import main
 from ale_edit.errors import EditInputError
 from ale_edit.io import MAX_PIXELS_VARIABLE, ImageTooLargeError, load_image, load_mask, read_image
 from pie_fixture import write_pie_bench
-from stage_utils import ROOT, invoke, project_params, smoke_params, write_params
+from stage_utils import ROOT, bench_stage, invoke, project_params, smoke_params, write_params
 
 sys.path.insert(0, str(ROOT / "stages"))
 import params as schema  # noqa: E402
@@ -301,3 +302,82 @@ def test_a_write_error_keeps_its_errno_and_removes_the_temporary_file(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OutputWriteError, match=r"cannot write .*file/x.json: File exists; nothing of it was left"):
         write_json(tmp_path / "file" / "x.json", {})
+
+
+# -- stages: one line, no traceback -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def stage_inputs(ale_bench, tmp_path_factory):
+    """The bench, edits and manual masks of the smoke run, for the model stages."""
+    tmp = tmp_path_factory.mktemp("stage_inputs")
+    bench = bench_stage(tmp, smoke_params(ale_bench))
+    params = write_params(tmp / "p.yaml", smoke_params(ale_bench))
+    edits = tmp / "edits.parquet"
+    assert invoke("prompts", ["--params", str(params), "--bench", str(bench), "--out", str(edits)]).exit_code == 0
+    masks = tmp / "masks"
+    assert invoke("masks", ["--params", str(params), "--bench", str(bench), "--edits", str(edits),
+                            "--out", str(masks)]).exit_code == 0
+    return {"bench": bench, "edits": edits, "masks": masks}
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    import torch
+
+    import ale_edit.grounding as grounding
+    import ale_edit.models as models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+    def built(*args, **kwargs):
+        pytest.fail("a model was built")
+
+    for module, name in [(grounding, "_load_detector"), (grounding, "_load_segmenter"),
+                         (models, "build_tiny_diffusion_models")]:
+        monkeypatch.setattr(module, name, built)
+
+
+NO_CUDA = "Error: device 'cuda': no CUDA device is available on this machine (use auto or cpu)"
+
+
+def test_a_device_this_machine_lacks_is_one_line_in_the_masks_stage(ale_bench, stage_inputs, tmp_path, no_cuda):
+    params = write_params(tmp_path / "p.yaml", smoke_params(ale_bench, model__device="cuda", masks__source="auto"))
+    result = invoke("masks", ["--params", str(params), "--bench", str(stage_inputs["bench"]), "--edits",
+                              str(stage_inputs["edits"]), "--out", str(tmp_path / "masks")])
+    assert_one_line_error(result, NO_CUDA)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+def test_a_device_this_machine_lacks_is_one_line_in_the_edit_stage(ale_bench, stage_inputs, tmp_path, no_cuda,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the stage's work folder and logs are relative
+    params = write_params(tmp_path / "p.yaml", smoke_params(ale_bench, model__device="cuda"))
+    result = invoke("edit", ["--edit-type", "color", "--params", str(params), "--bench", str(stage_inputs["bench"]),
+                             "--edits", str(stage_inputs["edits"]), "--masks", str(stage_inputs["masks"]),
+                             "--embeddings", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "results")])
+    assert_one_line_error(result, NO_CUDA)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+def test_a_full_disk_is_one_line_in_a_stage(ale_bench, stage_inputs, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    def write_table(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 half a table")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pq, "write_table", write_table)
+    params = write_params(tmp_path / "p.yaml", smoke_params(ale_bench))
+    out = tmp_path / "prompts" / "edits.parquet"
+    result = invoke("prompts", ["--params", str(params), "--bench", str(stage_inputs["bench"]), "--out", str(out)])
+    assert_one_line_error(result, f"Error: cannot write {out}: No space left on device: the disk is full")
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_missing_input_is_one_line_in_a_stage(ale_bench, tmp_path):
+    params = write_params(tmp_path / "p.yaml", smoke_params(ale_bench))
+    result = invoke("prompts", ["--params", str(params), "--bench", str(tmp_path / "nowhere"), "--out",
+                                str(tmp_path / "edits.parquet")])
+    assert_one_line_error(result, f"Error: {tmp_path / 'nowhere' / 'manifest.json'}: No such file or directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
