@@ -381,3 +381,47 @@ def test_a_missing_input_is_one_line_in_a_stage(ale_bench, tmp_path):
                                 str(tmp_path / "edits.parquet")])
     assert_one_line_error(result, f"Error: {tmp_path / 'nowhere' / 'manifest.json'}: No such file or directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+# -- prompts over the text encoder's 77 tokens --------------------------------------------------------------------
+
+LONG_PHRASE = " ".join(["shiny"] * 80) + " cup"  # 81 tokens, 83 with BOS/EOS
+
+
+def test_a_phrase_over_77_tokens_is_refused_before_models_load(ale_bench, tmp_path, no_models, caplog):
+    result = CliRunner().invoke(main, ["edit", str(ale_bench / "images" / "artificial_img05.jpg"), "-e",
+                                       f"cup={LONG_PHRASE}", "-o", str(tmp_path / "x.png"), *FAST])
+    assert_one_line_error(result, f"Error: prompt '{LONG_PHRASE}' is 83 tokens with BOS/EOS; the text encoder takes "
+                                  f"at most 77")
+    assert not list(tmp_path.iterdir())
+    assert "sequence length" not in caplog.text  # no second, library warning about the length
+
+
+def test_the_prompts_stage_refuses_a_prompt_over_77_tokens(tmp_path):
+    source = write_pie_bench(tmp_path / "pie")
+    mapping = json.loads((source / "mapping_file.json").read_text())
+    entry = mapping["611000000000"]
+    entry["editing_prompt"] = entry["editing_prompt"] + " in a room" * 30
+    (source / "mapping_file.json").write_text(json.dumps(mapping))
+    params = project_params()
+    params["bench"].update(kind="pie", source=str(source))
+    params["prompts"]["edit_types"] = ["change_color"]
+    bench = bench_stage(tmp_path, params)
+    out = tmp_path / "prompts" / "edits.parquet"
+    result = invoke("prompts", ["--params", str(tmp_path / "params.yaml"), "--bench", str(bench), "--out", str(out)])
+    assert_one_line_error(result, "Error: edit 1/change_color/611000000000/0: prompt 'a pink heart on a white table "
+                                  "in a room in a room")
+    assert "is 99 tokens with BOS/EOS; the text encoder takes at most 77" in result.output
+    assert not out.parent.exists()
+
+
+def test_length_check_is_the_text_encoders(tmp_path):
+    from ale_edit.errors import PromptTooLongError
+    from ale_edit.text import check_edit_lengths
+
+    fits = " ".join(["shiny"] * 74) + " cup"  # 75 tokens, 77 with BOS/EOS: the most the encoder takes
+    check_edit_lengths([("cup", fits)])
+    with pytest.raises(PromptTooLongError, match="is 78 tokens with BOS/EOS"):
+        check_edit_lengths([("cup", "shiny " + fits)])
+    with pytest.raises(PromptTooLongError, match="is 78 tokens"):  # two phrases joined by " and " (one token)
+        check_edit_lengths([("cup", " ".join(["shiny"] * 72) + " cup"), ("box", "red box")])

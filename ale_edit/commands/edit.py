@@ -23,6 +23,7 @@ from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models, resol
 from ..options import SettingError
 from ..paths import check_output_image_path, safe_file_name
 from ..settings import EditSettings
+from ..text import check_edit_lengths
 from .options import Number, given, parse_sets, settings_options
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
@@ -90,6 +91,7 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
         source, orientation = read_image(image)  # as it displays: its EXIF orientation applied
         # Check the pairs and which phrases have masks before reading any mask file.
         validate_request(EditRequest(source, pairs, dict.fromkeys(mask_files), edit_type, schedule, seed))
+        check_edit_lengths(pairs)  # the tokenizer alone: an over-long phrase is named before a model loads
         masks = {p: load_mask(f, source.size, name=p) for p, f in mask_files.items()}
         request = EditRequest(source, pairs, masks, edit_type=edit_type, schedule=schedule, seed=seed)
         models = load_diffusion_models(model, device, dtype)
