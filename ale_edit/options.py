@@ -122,6 +122,14 @@ def check_number(value: Any, where: str, minimum: float | None = None, maximum: 
     return value
 
 
+def parse_number(value: Any, where: str, kind: type = float, minimum: float | None = None,
+                 maximum: float | None = None):
+    """``value`` (a number, or text as a form or ``--set`` gives it) as ``kind`` (``int`` or ``float``) under the
+    rule of ``check_number``; a blank, a word, a fraction for an integer, NaN or infinity is a ``SettingError``
+    naming ``where``."""
+    return check_number(_coerce_scalar(kind, value, where), where, minimum, maximum)
+
+
 def _check_value(f: dataclasses.Field, value: Any, where: str) -> None:
     choices, low, high = f.metadata.get("choices"), f.metadata.get("minimum"), f.metadata.get("maximum")
     if choices is not None and value not in choices:

@@ -425,3 +425,27 @@ def test_length_check_is_the_text_encoders(tmp_path):
         check_edit_lengths([("cup", "shiny " + fits)])
     with pytest.raises(PromptTooLongError, match="is 78 tokens"):  # two phrases joined by " and " (one token)
         check_edit_lengths([("cup", " ".join(["shiny"] * 72) + " cup"), ("box", "red box")])
+
+
+@pytest.mark.parametrize("value,kind,bounds,message", [
+    ("nan", float, (0, 1), "schedule must be a finite number; got nan"),
+    (float("inf"), float, (None, None), "schedule must be a finite number; got inf"),
+    ("1.5", float, (0, 1), "schedule must be <= 1; got 1.5"),
+    ("", int, (1, None), "schedule must be an integer, got ''"),
+    ("nan", int, (1, None), "schedule must be an integer, got 'nan'"),
+    ("1e400", int, (1, None), "schedule must be an integer, got '1e400'"),
+    ("2.5", int, (1, None), "schedule must be an integer, got '2.5'"),
+    (True, float, (None, None), "schedule must be a number, got True"),
+])
+def test_parse_number_is_the_rule_for_typed_fields(value, kind, bounds, message):
+    from ale_edit.options import SettingError, parse_number
+
+    with pytest.raises(SettingError, match=re.escape(message)):
+        parse_number(value, "schedule", kind, *bounds)
+
+
+def test_parse_number_passes_what_the_rule_allows():
+    from ale_edit.options import parse_number
+
+    assert parse_number("0.25", "schedule", float, 0, 1) == 0.25
+    assert parse_number("15", "steps", int, 1) == 15 and parse_number(64.0, "size", int, 64) == 64
