@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import sys
 import warnings
 import zlib
@@ -23,7 +24,8 @@ from ale_edit.cli import main
 from ale_edit.errors import EditInputError
 from ale_edit.io import MAX_PIXELS_VARIABLE, ImageTooLargeError, load_image, load_mask, read_image
 from pie_fixture import write_pie_bench
-from stage_utils import ROOT, bench_stage, invoke, project_params, smoke_params, write_params
+from stage_utils import DVC, ENV, ROOT, bench_stage, invoke, make_project, project_params, ran_stages, smoke_params, \
+    write_params
 
 sys.path.insert(0, str(ROOT / "stages"))
 import params as schema  # noqa: E402
@@ -449,3 +451,15 @@ def test_parse_number_passes_what_the_rule_allows():
 
     assert parse_number("0.25", "schedule", float, 0, 1) == 0.25
     assert parse_number("15", "steps", int, 1) == 15 and parse_number(64.0, "size", int, 64) == 64
+
+
+def test_dvc_exp_run_with_no_edit_types_stops_at_the_first_stage(ale_bench, tmp_path):
+    project = make_project(tmp_path, smoke_params(ale_bench))
+    result = subprocess.run(DVC + ["exp", "run", "-S", "prompts.edit_types=[]"], cwd=project, env=ENV,
+                            capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error: params.yaml: prompts.edit_types is empty: no edit type would be edited, scored or reported" in output
+    assert "Traceback" not in output and ran_stages(output) == {"bench"}
+    # Nothing written (DVC makes its outputs' empty parent folders).
+    assert [p.name for p in (project / "data").rglob("*") if p.is_file()] == ["attributes.yaml"]
