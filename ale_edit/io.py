@@ -129,8 +129,6 @@ class ShippedFiles(Files):
 
 
 MAX_PIXELS_VARIABLE = "ALE_EDIT_MAX_IMAGE_PIXELS"
-# PIL's own limit when this module was imported (89,478,485 pixels, about 9459 x 9459, unless changed before).
-DEFAULT_MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS
 BOMB_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
 # EXIF Orientation -> how the stored picture is turned to display it (the tag's meaning in the EXIF standard).
 ORIENTATIONS = {1: "as stored", 2: "mirrored left-right", 3: "rotated 180 degrees", 4: "mirrored top-bottom",
@@ -144,10 +142,11 @@ class ImageTooLargeError(EditInputError):
 
 def max_image_pixels() -> int | None:
     """The most pixels a picture may have: ``ALE_EDIT_MAX_IMAGE_PIXELS`` when set (a whole number; ``none``: no
-    limit), else PIL's default. A bad value is an ``EditInputError`` naming the variable."""
+    limit), else PIL's ``Image.MAX_IMAGE_PIXELS`` (89,478,485, about 9459 x 9459, unless a program changed it). A
+    bad value is an ``EditInputError`` naming the variable."""
     raw = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
     if not raw:
-        return DEFAULT_MAX_IMAGE_PIXELS
+        return Image.MAX_IMAGE_PIXELS
     if raw.lower() == "none":
         return None
     if not raw.isdigit() or int(raw) < 1:
@@ -167,8 +166,9 @@ def _open_checked(path: Path, label: str, files: Files, unreadable: str):
     """``Image.open`` under the pixel limit: PIL's guard (its warning above the limit, its error above twice the
     limit) as an ``ImageTooLargeError``; a file PIL cannot read as an ``EditInputError``."""
     limit = max_image_pixels()
-    Image.MAX_IMAGE_PIXELS = limit  # the guard PIL applies inside open(), from the header alone
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
+        Image.MAX_IMAGE_PIXELS = limit  # the guard PIL applies inside open(), from the header alone
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(files.open(path))
@@ -177,6 +177,8 @@ def _open_checked(path: Path, label: str, files: Files, unreadable: str):
         raise too_large(path, label, int(found.group(1)) if found else None, limit) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise EditInputError(f"{label} {unreadable}: {path}: {exc}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit  # the process's own PIL limit, as it was, for every other reader
     with im:
         yield im
 

@@ -22,7 +22,7 @@ from PIL import ExifTags, Image
 
 from ale_edit.cli import main
 from ale_edit.errors import EditInputError
-from ale_edit.io import MAX_PIXELS_VARIABLE, ImageTooLargeError, load_image, load_mask, read_image
+from ale_edit.io import MAX_PIXELS_VARIABLE, ImageTooLargeError, load_image, load_mask, max_image_pixels, read_image
 from pie_fixture import write_pie_bench
 from stage_utils import DVC, ENV, ROOT, bench_stage, invoke, make_project, project_params, ran_stages, smoke_params, \
     write_params
@@ -464,3 +464,17 @@ def test_dvc_exp_run_with_no_edit_types_stops_at_the_first_stage(ale_bench, tmp_
     assert "Traceback" not in output and ran_stages(output) == {"bench"}
     # Nothing written (DVC makes its outputs' empty parent folders).
     assert [p.name for p in (project / "data").rglob("*") if p.is_file()] == ["attributes.yaml"]
+
+
+def test_the_limit_is_applied_per_read_and_pil_keeps_its_own(tmp_path, monkeypatch):
+    before = Image.MAX_IMAGE_PIXELS
+    Image.new("L", (40, 30)).save(tmp_path / "small.png")
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "1000")
+    with pytest.raises(ImageTooLargeError):
+        load_image(tmp_path / "small.png")
+    assert Image.MAX_IMAGE_PIXELS == before  # other code reading pictures in this process is not affected
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "none")
+    assert max_image_pixels() is None and load_image(tmp_path / "small.png").size == (40, 30)
+    assert Image.MAX_IMAGE_PIXELS == before
+    monkeypatch.delenv(MAX_PIXELS_VARIABLE)
+    assert max_image_pixels() == before == 89478485  # PIL's own default
