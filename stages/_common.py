@@ -17,14 +17,13 @@ if str(ROOT) not in sys.path:  # stages run as scripts from the repository root
 from ale_edit.atomic import atomic_dir  # noqa: E402,F401  (re-exported for the stages)
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES, edit_type  # noqa: E402
 from ale_edit.errors import EditInputError  # noqa: E402
-from ale_edit.options import SettingError  # noqa: E402
 import params as schema  # noqa: E402  (stages/params.py: params.yaml's schema)
 
 TINY = "tiny"
 # Failures that are the input's, the settings' or the disk's, never the code's: a stage names them in one line.
 # EditInputError covers its kin (a bad image or mask, a bomb, a bad benchmark folder, a device this machine
 # lacks); OSError a full disk or a missing input file.
-NAMED_ERRORS = (EditInputError, SettingError, OSError)
+NAMED_ERRORS = (EditInputError, schema.SettingError, OSError)
 
 
 def one_line(exc: BaseException) -> str:
