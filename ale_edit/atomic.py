@@ -1,7 +1,9 @@
-"""Atomic file writes: a reader (or an interrupted run) never sees half a file."""
+"""Atomic file writes: a reader (or an interrupted run) never sees half a file, and a write that fails (a full
+disk, a read-only place) leaves nothing behind and is an ``OutputWriteError`` naming the file."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -43,25 +45,46 @@ def folder_mode() -> int:
     return 0o777 & ~current_umask()
 
 
+class OutputWriteError(OSError):
+    """An output that could not be written (``errno`` kept: ENOSPC for a full disk); nothing of it was left. Its
+    message is one line naming the file and the reason."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> OutputWriteError:
+    """``exc``, raised while writing ``path``, as an ``OutputWriteError`` naming the file and the reason."""
+    if isinstance(exc, OutputWriteError):
+        return exc
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = ": the disk is full (free some space, or write elsewhere)" if exc.errno == errno.ENOSPC else ""
+    return OutputWriteError(exc.errno, f"cannot write {path}: {reason}{hint}; nothing of it was left")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
     The file ends with the mode a plain ``open`` would give it (``file_mode``), not mkstemp's 0o600: results are
-    shared with colleagues and web servers. Missing parent folders are made with the usual mkdir mode.
+    shared with colleagues and web servers. Missing parent folders are made with the usual mkdir mode. An
+    ``OSError`` on the way (the body's writes included) is an ``OutputWriteError``; the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name stays under the file system's 255 bytes whatever the final name's length.
-    prefix = "." + path.name.encode()[:200].decode(errors="ignore") + "."
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary name stays under the file system's 255 bytes whatever the final name's length.
+        prefix = "." + path.name.encode()[:200].decode(errors="ignore") + "."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=path.suffix or ".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -106,11 +129,17 @@ def atomic_dir(target: str | os.PathLike):
     """Yield an empty temporary folder beside ``target``; on success it replaces ``target`` (a whole output folder
     appears at once or not at all)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise write_error(target, exc) from exc
     try:
         yield tmp
-        replace_folder(tmp, target)
+        try:
+            replace_folder(tmp, target)
+        except OSError as exc:
+            raise write_error(target, exc) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -14,19 +14,26 @@ grey modes (a 16-bit PNG would come out almost white). The rules, per mode:
 
 16-bit RGB, RGBA and LA PNGs never reach this code at 16 bits: PIL's PNG decoder gives them as 8-bit ``RGB``,
 ``RGBA``, ``LA`` keeping the high byte (``v >> 8``, at most 1 below ``round(v / 257)``).
+
+Every picture (image or mask) is read in the orientation it displays in: a photo's EXIF Orientation tag (a phone's
+portrait JPEG is stored sideways with Orientation 6) is applied on load (``ImageOps.exif_transpose``), and the
+callers record it. A picture of more than ``max_image_pixels()`` pixels is refused from its header, before its
+pixels are decoded (``ImageTooLargeError``): PIL's decompression-bomb guard, as a named error; the environment
+variable ``ALE_EDIT_MAX_IMAGE_PIXELS`` raises (or lowers) the limit deliberately.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Mapping
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .atomic import save_image
 from .errors import EditInputError
@@ -121,29 +128,123 @@ class ShippedFiles(Files):
         return io.BytesIO(self.contents[str(path)])
 
 
+MAX_PIXELS_VARIABLE = "ALE_EDIT_MAX_IMAGE_PIXELS"
+BOMB_PIXELS = re.compile(r"Image size \((\d+) pixels\)")
+# EXIF Orientation -> how the stored picture is turned to display it (the tag's meaning in the EXIF standard).
+ORIENTATIONS = {1: "as stored", 2: "mirrored left-right", 3: "rotated 180 degrees", 4: "mirrored top-bottom",
+                5: "transposed", 6: "rotated 90 degrees clockwise", 7: "transversed",
+                8: "rotated 90 degrees counter-clockwise"}
+
+
+class ImageTooLargeError(EditInputError):
+    """A picture with more pixels than ``max_image_pixels()``: a decompression bomb, or a deliberate giant."""
+
+
+def max_image_pixels() -> int | None:
+    """The most pixels a picture may have: ``ALE_EDIT_MAX_IMAGE_PIXELS`` when set (a whole number; ``none``: no
+    limit), else PIL's ``Image.MAX_IMAGE_PIXELS`` (89,478,485, about 9459 x 9459, unless a program changed it). A
+    bad value is an ``EditInputError`` naming the variable."""
+    raw = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not raw:
+        return Image.MAX_IMAGE_PIXELS
+    if raw.lower() == "none":
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise EditInputError(f"{MAX_PIXELS_VARIABLE}={raw!r} must be a positive whole number of pixels (or none)")
+    return int(raw)
+
+
+def too_large(path, label: str, pixels: int | None, limit: int) -> ImageTooLargeError:
+    count = f"{pixels:,} pixels" if pixels is not None else "more pixels"
+    return ImageTooLargeError(
+        f"{label} {path} has {count}, over the limit of {limit:,} (PIL's decompression-bomb guard); to read it "
+        f"deliberately, raise the limit: {MAX_PIXELS_VARIABLE}={max(limit, pixels or 0) + 1} (or none)")
+
+
 @contextmanager
-def opened_image(path: Path, label: str, files: Files = DISK, unreadable: str = "cannot be read"):
-    """The picture in ``path``, loaded, for the ``with`` body; a missing file, or one PIL cannot read, is an
-    ``EditInputError`` naming ``label`` and the file (``unreadable`` says what a read failure means)."""
-    if not files.exists(path):
-        raise EditInputError(f"{label} not found: {path}")
+def _open_checked(path: Path, label: str, files: Files, unreadable: str):
+    """``Image.open`` under the pixel limit: PIL's guard (its warning above the limit, its error above twice the
+    limit) as an ``ImageTooLargeError``; a file PIL cannot read as an ``EditInputError``."""
+    limit = max_image_pixels()
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(files.open(path)) as im:
-            im.load()
-            yield im
+        Image.MAX_IMAGE_PIXELS = limit  # the guard PIL applies inside open(), from the header alone
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(files.open(path))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = BOMB_PIXELS.search(str(exc))
+        raise too_large(path, label, int(found.group(1)) if found else None, limit) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise EditInputError(f"{label} {unreadable}: {path}: {exc}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit  # the process's own PIL limit, as it was, for every other reader
+    with im:
+        yield im
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF Orientation of an opened picture (1 to 8; 1 when it has none or an unknown value)."""
+    try:
+        value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError, TypeError):  # a malformed EXIF block: shown as stored, as viewers do
+        return 1
+    return value if value in ORIENTATIONS else 1
+
+
+def orientation_note(path, orientation: int) -> str | None:
+    """A sentence naming an applied EXIF orientation, or None for 1 (as stored)."""
+    if orientation == 1:
+        return None
+    return (f"{path} has EXIF Orientation {orientation}: read as it displays ({ORIENTATIONS[orientation]} from "
+            f"how it is stored)")
+
+
+@contextmanager
+def oriented_image(path: Path, label: str, files: Files = DISK, unreadable: str = "cannot be read"):
+    """``(picture, orientation)`` for the ``with`` body: the picture in ``path``, loaded, in the orientation it
+    displays in, and the EXIF orientation that was applied (1: none). A missing file, one over the pixel limit,
+    or one PIL cannot read is an ``EditInputError`` naming ``label`` and the file (``unreadable`` says what a
+    read failure means)."""
+    if not files.exists(path):
+        raise EditInputError(f"{label} not found: {path}")
+    with _open_checked(path, label, files, unreadable) as im:
+        try:
+            im.load()
+            orientation = exif_orientation(im)
+            shown = ImageOps.exif_transpose(im) if orientation != 1 else im
+        except (OSError, SyntaxError) as exc:
+            raise EditInputError(f"{label} {unreadable}: {path}: {exc}") from exc
+        yield shown, orientation
+
+
+@contextmanager
+def opened_image(path: Path, label: str, files: Files = DISK, unreadable: str = "cannot be read"):
+    """The picture in ``path``, loaded, in the orientation it displays in, for the ``with`` body (see
+    ``oriented_image``)."""
+    with oriented_image(path, label, files, unreadable) as (im, _):
+        yield im
+
+
+IMAGE_UNREADABLE = "cannot be read (corrupt or not an image)"
+
+
+def read_image(path: str | os.PathLike, *, files: Files = DISK) -> tuple[Image.Image, int]:
+    """``(image, orientation)``: the RGB image as it displays and the EXIF orientation applied to it (1: none);
+    errors as ``load_image``."""
+    path = Path(path)
+    with oriented_image(path, "image", files, IMAGE_UNREADABLE) as (im, orientation):
+        return to_8bit(im, path).convert("RGB"), orientation
 
 
 def load_image(path: str | os.PathLike, *, files: Files = DISK) -> Image.Image:
-    """Load an RGB image, or raise an ``EditInputError`` naming the file and why it cannot be read.
+    """Load an RGB image, in the orientation it displays in (EXIF applied), or raise an ``EditInputError`` naming
+    the file and why it cannot be read (``ImageTooLargeError`` over the pixel limit).
 
     Every mode is brought to 8 bits by value (see the module docstring); an alpha band is dropped. ``files``: where
     the file is read (see ``Files``).
     """
-    path = Path(path)
-    with opened_image(path, "image", files, "cannot be read (corrupt or not an image)") as im:
-        return to_8bit(im, path).convert("RGB")
+    return read_image(path, files=files)[0]
 
 
 def mask_from_image(im: Image.Image, source: str | os.PathLike = "mask") -> np.ndarray:

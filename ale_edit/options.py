@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import MISSING, field, fields
 from typing import Any, ClassVar, Mapping
@@ -92,24 +93,49 @@ def coerce(cls, f: dataclasses.Field, value: Any, where: str) -> Any:
 
 
 def check(obj, section: str = "") -> None:
-    """Raise ``SettingError`` naming the first field whose value (or list item) is outside its choices or range."""
+    """Raise ``SettingError`` naming the first field whose value (or list item) is outside its choices or range, or
+    whose list is empty where the field's ``empty`` metadata says what an empty list would mean."""
     for f in fields(obj):
         value = getattr(obj, f.name)
         if value is None or not f.metadata:
             continue
         where = f"{section}.{f.name}" if section else f.name
+        if isinstance(value, (list, tuple)) and not value and f.metadata.get("empty"):
+            raise SettingError(f"{where} is empty: {f.metadata['empty']}")
         for item in (value if isinstance(value, (list, tuple)) else [value]):
             _check_value(f, item, where)
+
+
+def check_number(value: Any, where: str, minimum: float | None = None, maximum: float | None = None):
+    """The one rule of every numeric setting (the command line's options, ``--set``, params.yaml, the studio's
+    fields): a finite number within [minimum, maximum] (either bound ``None``: open). Returns ``value``; else a
+    ``SettingError`` naming ``where``. NaN passes every comparison and infinity every open bound, so finiteness is
+    checked first."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingError(f"{where} must be a number; got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingError(f"{where} must be a finite number; got {value!r}")
+    if minimum is not None and value < minimum:
+        raise SettingError(f"{where} must be >= {minimum}; got {value!r}")
+    if maximum is not None and value > maximum:
+        raise SettingError(f"{where} must be <= {maximum}; got {value!r}")
+    return value
+
+
+def parse_number(value: Any, where: str, kind: type = float, minimum: float | None = None,
+                 maximum: float | None = None):
+    """``value`` (a number, or text as a form or ``--set`` gives it) as ``kind`` (``int`` or ``float``) under the
+    rule of ``check_number``; a blank, a word, a fraction for an integer, NaN or infinity is a ``SettingError``
+    naming ``where``."""
+    return check_number(_coerce_scalar(kind, value, where), where, minimum, maximum)
 
 
 def _check_value(f: dataclasses.Field, value: Any, where: str) -> None:
     choices, low, high = f.metadata.get("choices"), f.metadata.get("minimum"), f.metadata.get("maximum")
     if choices is not None and value not in choices:
         raise SettingError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    if low is not None and value < low:
-        raise SettingError(f"{where} must be >= {low}; got {value!r}")
-    if high is not None and value > high:
-        raise SettingError(f"{where} must be <= {high}; got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        check_number(value, where, low, high)
 
 
 class Options:

@@ -15,6 +15,7 @@ import torch
 
 from .errors import EditInputError, PromptTooLongError
 from .prompts import marked_spans, unmark
+from .tokenizer import clip_tokenizer
 
 JOINER = " and "
 
@@ -38,6 +39,18 @@ class PromptLayout:
 
 def _phrase_tokens(tokenizer, phrase: str) -> list[int]:
     return list(tokenizer(phrase, add_special_tokens=False).input_ids)
+
+
+def check_length(tokenizer, text: str, ids: Sequence[int] | None = None) -> list[int]:
+    """The token ids of ``text`` with BOS/EOS (``ids`` when already known); ``PromptTooLongError`` naming the
+    prompt and its length when they exceed the tokenizer's (the text encoder's) 77."""
+    if ids is None:  # verbose=False: the length is named here, once, not also in transformers' own warning
+        ids = tokenizer(text, add_special_tokens=True, truncation=False, verbose=False).input_ids
+    ids = list(ids)
+    if len(ids) > tokenizer.model_max_length:
+        raise PromptTooLongError(f"prompt {text!r} is {len(ids)} tokens with BOS/EOS; the text encoder takes at most "
+                                 f"{tokenizer.model_max_length}")
+    return ids
 
 
 def layout_prompt(tokenizer, phrases: Sequence[str], joiner: str = JOINER) -> PromptLayout:
@@ -64,12 +77,7 @@ def layout_prompt(tokenizer, phrases: Sequence[str], joiner: str = JOINER) -> Pr
         spans.append((offset, offset + len(ids)))
         pieces += ids
         offset += len(ids)
-    joined_ids = list(tokenizer(text, add_special_tokens=True, truncation=False).input_ids)
-    max_length = tokenizer.model_max_length
-    if len(joined_ids) > max_length:
-        raise PromptTooLongError(
-            f"prompt {text!r} is {len(joined_ids)} tokens with BOS/EOS; the text encoder takes at most {max_length}"
-        )
+    joined_ids = check_length(tokenizer, text)
     if joined_ids[1:-1] != pieces:
         raise EditInputError(
             f"the phrases {list(phrases)!r} cannot be located in the tokens of {text!r}: tokenizing them one by one "
@@ -101,10 +109,7 @@ def layout_marked_prompt(tokenizer, marked: str) -> PromptLayout:
         pieces += ids
         cut = end
     pieces += _phrase_tokens(tokenizer, text[cut:])
-    whole = list(tokenizer(text, add_special_tokens=True, truncation=False).input_ids)
-    if len(whole) > tokenizer.model_max_length:
-        raise PromptTooLongError(f"prompt {text!r} is {len(whole)} tokens with BOS/EOS; the text encoder takes at "
-                                 f"most {tokenizer.model_max_length}")
+    whole = check_length(tokenizer, text)
     if whole[1:-1] != pieces:
         raise EditInputError(f"the marked phrases of {marked!r} cannot be located in the tokens of {text!r}: "
                              f"tokenizing the pieces one by one gives other tokens than tokenizing the prompt")
@@ -132,16 +137,22 @@ def edit_layouts(tokenizer, pairs: Sequence[tuple[str, str]],
 def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Tensor:
     """E(p) for each prompt: the text encoder's last hidden state over 77 padded tokens, shape (n, 77, D)."""
     for p in prompts:
-        n = len(tokenizer(p, truncation=False).input_ids)
-        if n > tokenizer.model_max_length:
-            raise PromptTooLongError(
-                f"prompt {p!r} is {n} tokens with BOS/EOS; the text encoder takes at most {tokenizer.model_max_length}"
-            )
+        check_length(tokenizer, p)
     ids = tokenizer(
         list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
         return_tensors="pt",
     ).input_ids.to(text_encoder.device)
     return text_encoder(ids)[0]
+
+
+def check_edit_lengths(pairs: Sequence[tuple[str, str]], prompts: tuple[str, str] | None = None,
+                       tokenizer=None) -> None:
+    """``PromptTooLongError`` when an edit's source or target prompt (``edit_texts``) does not fit the text
+    encoder, found with the tokenizer alone: before any model loads. ``tokenizer``: SD 1.x's CLIP tokenizer, built
+    offline (``tokenizer.clip_tokenizer``), when not given."""
+    tokenizer = tokenizer or clip_tokenizer()
+    for text in edit_texts(pairs, prompts):
+        check_length(tokenizer, text)
 
 
 def joined_prompt(phrases: Sequence[str]) -> str:

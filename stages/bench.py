@@ -3,7 +3,7 @@ ALE-Bench (the authors' instances), or PIE-Bench with bench.kind pie (its entrie
 
 import click
 
-from _common import atomic_dir, load_params
+from _common import atomic_dir, load_params, stage_command
 
 from ale_edit.atomic import write_json
 from ale_edit.bench.materialize import available_images, bench_source, materialize, select_images
@@ -11,7 +11,7 @@ from ale_edit.bench.pie import materialize_pie
 from ale_edit.errors import EditInputError
 
 
-@click.command()
+@stage_command()
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--out", default="data/bench", show_default=True)
 def main(params_file, out):

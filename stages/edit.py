@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from _common import atomic_dir, edit_type_of, edit_type_option, load_params, model_name
+from _common import atomic_dir, edit_type_of, edit_type_option, load_params, model_name, stage_command
 from params import EditRayParams, ray_section
 
 from ale_edit.atomic import atomic_path, write_json
@@ -24,7 +24,7 @@ WORK = Path(".ale-edit-work")
 LOGS = Path("logs")
 
 
-@click.command()
+@stage_command()
 @edit_type_option
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--bench", default="data/bench", show_default=True)

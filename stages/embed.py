@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from _common import load_params, model_name
+from _common import load_params, model_name, stage_command
 
 from ale_edit.bench.instances import row_prompts, split_failed
 from ale_edit.embeddings import TextEncoder, encoder_id
@@ -27,7 +27,7 @@ def texts_for(table: pd.DataFrame) -> list[str]:
     return sorted(texts)
 
 
-@click.command()
+@stage_command()
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--edits", default="data/prompts/edits.parquet", show_default=True)
 @click.option("--out", default="data/embeddings/text.parquet", show_default=True)

@@ -8,7 +8,7 @@ import click
 import pandas as pd
 from tqdm.auto import tqdm
 
-from _common import atomic_dir, load_params, model_name
+from _common import atomic_dir, load_params, model_name, stage_command
 
 from ale_edit.atomic import write_json
 from ale_edit.bench.edit_masks import build_edit_masks, mask_phrase_sets
@@ -17,7 +17,7 @@ from ale_edit.images import working_size
 from ale_edit.io import load_image
 
 
-@click.command()
+@stage_command()
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--bench", default="data/bench", show_default=True)
 @click.option("--edits", default="data/prompts/edits.parquet", show_default=True)

@@ -32,7 +32,9 @@ class BenchParams(Options):
     limit: int = option(0, "Keep the first N images (sorted); 0 keeps all.", minimum=0)
     pie_types: list[str] = field(default_factory=lambda: list(PIE_EDIT_TYPES),
                                  metadata={"help": "PIE-Bench: the edit types to materialise.",
-                                           "choices": PIE_EDIT_TYPES})
+                                           "choices": PIE_EDIT_TYPES,
+                                           "empty": "no PIE-Bench entry would be materialised; list at least one of "
+                                                    + ", ".join(PIE_EDIT_TYPES)})
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,15 @@ class PromptsParams(Options):
     edit_types: list[str] = field(default_factory=lambda: list(EDIT_TYPE_KEYS),
                                   metadata={"help": "Edit types (either spelling); PIE-Bench's with bench.kind pie.",
                                             "choices": tuple(dict.fromkeys(EDIT_TYPE_KEYS + EDIT_TYPES
-                                                                           + PIE_EDIT_TYPES))})
+                                                                           + PIE_EDIT_TYPES)),
+                                            "empty": "no edit type would be edited, scored or reported (the "
+                                                     "pipeline runs one edit and one score stage per type); list at "
+                                                     f"least one of {', '.join(EDIT_TYPE_KEYS)} (PIE-Bench: "
+                                                     f"{', '.join(PIE_EDIT_TYPES)})"})
     object_counts: list[int] = field(default_factory=lambda: [1, 2, 3],
-                                     metadata={"help": "Objects per edit.", "choices": (1, 2, 3)})
+                                     metadata={"help": "Objects per edit.", "choices": (1, 2, 3),
+                                               "empty": "no edit would have a number of objects to change; list at "
+                                                        "least one of 1, 2, 3 (every count: [1, 2, 3])"})
 
 
 @dataclass(frozen=True)

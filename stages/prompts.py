@@ -8,17 +8,21 @@ import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from _common import edit_type_of, load_params
+from _common import edit_type_of, load_params, stage_command
 
 from ale_edit.atomic import atomic_path
 from ale_edit.bench.dataset import load_prompt_instances
-from ale_edit.bench.instances import edit_table, generate_instances, load_attribute_dictionary
+from ale_edit.bench.instances import (
+    edit_table, generate_instances, load_attribute_dictionary, row_prompts, split_failed,
+)
 from ale_edit.bench.materialize import load_objects, manifest_kind
 from ale_edit.bench.pie import pie_edit_table
 from ale_edit.errors import EditInputError
+from ale_edit.text import check_edit_lengths
+from ale_edit.tokenizer import clip_tokenizer
 
 
-@click.command()
+@stage_command()
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--bench", default="data/bench", show_default=True)
 @click.option("--dictionary", default="data/attributes.yaml", show_default=True)
@@ -64,7 +68,19 @@ def pie(p, manifest, out):
                f"-> {out}")
 
 
+def check_lengths(table):
+    """Every edit's prompts fit the text encoder, checked with the tokenizer alone before any stage loads a model;
+    else the stage stops naming the edit (an entry without a pair, PIE-Bench's error row, has no prompts)."""
+    tokenizer = clip_tokenizer()
+    for row in split_failed(table)[0].itertuples():
+        try:
+            check_edit_lengths(list(zip(row.sources, row.targets)), row_prompts(row), tokenizer)
+        except EditInputError as exc:
+            raise EditInputError(f"edit {row.edit_id}: {exc}") from exc
+
+
 def write_table(table, out):
+    check_lengths(table)
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
 

@@ -10,7 +10,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from _common import atomic_dir, edit_type_of, load_params
+from _common import atomic_dir, edit_type_of, load_params, stage_command
 
 from ale_edit.atomic import atomic_path, save_image, write_json
 from ale_edit.bench.aggregate import aggregate_tables, headline_metrics, to_jsonable
@@ -20,7 +20,7 @@ from ale_edit.bench.names import METRIC_COLUMNS
 from ale_edit.io import load_image, load_mask
 
 
-@click.command()
+@stage_command()
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--bench", default="data/bench", show_default=True)
 @click.option("--metrics", "metrics_file", default="metrics/ale_bench.json", show_default=True,

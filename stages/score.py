@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from _common import atomic_dir, edit_type_of, edit_type_option, load_params, model_name
+from _common import atomic_dir, edit_type_of, edit_type_option, load_params, model_name, stage_command
 from params import ScoreRayParams, ray_section
 
 from ale_edit.bench.backends import BACKENDS, RayConnectionError, RayMissingError, require_ray
@@ -17,7 +17,7 @@ from ale_edit.errors import EditInputError
 from ale_edit.options import SettingError
 
 
-@click.command()
+@stage_command()
 @edit_type_option
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 @click.option("--bench", default="data/bench", show_default=True)

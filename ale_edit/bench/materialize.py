@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..io import mask_from_image, to_8bit
+from ..io import IMAGE_UNREADABLE, mask_from_image, orientation_note, oriented_image, to_8bit
 from .dataset import BenchLayoutError, image_path, list_images, mask_phrase
 
 AUTHORS_REPOSITORY = "https://github.com/ml-postech/ALE.git"
@@ -143,15 +143,20 @@ def select_images(available: Sequence[str], names: Sequence[str] = (), limit: in
     return chosen[:limit] if limit else chosen
 
 
-def read_image_size(path: Path) -> tuple[int, int]:
-    """The (width, height) of a benchmark image, once its pixels are known to have an 8-bit reading."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            to_8bit(im, path)  # an unsupported mode or range fails here, naming the file, not in a later stage
-            return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise BenchLayoutError(f"benchmark image cannot be read (corrupt or not an image): {path}: {exc}") from exc
+def read_image_size(path: Path) -> tuple[tuple[int, int], int]:
+    """The (width, height) a benchmark image displays at and its EXIF orientation (1: as stored; the size is the
+    turned one), once its pixels are known to have an 8-bit reading. A file PIL cannot read, or one over the pixel
+    limit (``io.ImageTooLargeError``), is an error naming it."""
+    with oriented_image(path, "benchmark image", unreadable=IMAGE_UNREADABLE) as (im, orientation):
+        to_8bit(im, path)  # an unsupported mode or range fails here, naming the file, not in a later stage
+        return im.size, orientation
+
+
+def orientation_entry(path: Path, orientation: int) -> tuple[dict, list[str]]:
+    """A manifest entry's record of an applied EXIF orientation: ``{"exif_orientation": n}`` and its note; nothing
+    for a picture stored as it displays (so such manifests stay as they were)."""
+    note = orientation_note(path.name, orientation)
+    return ({"exif_orientation": orientation}, [note]) if note else ({}, [])
 
 
 def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
@@ -167,9 +172,10 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
     entries, skipped = [], []
     for name in images:
         src = image_path(source_root, name)
-        width, height = read_image_size(src)
-        shutil.copyfile(src, out / "images" / src.name)
-        notes, objects, source_objects = [], {}, {}
+        (width, height), orientation = read_image_size(src)
+        shutil.copyfile(src, out / "images" / src.name)  # byte for byte: every reader applies its EXIF orientation
+        oriented, notes = orientation_entry(src, orientation)
+        objects, source_objects = {}, {}
         mask_dir = source_root / "masks" / name
         if not mask_dir.is_dir():
             notes.append("no mask folder")
@@ -178,18 +184,15 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
                 skipped.append(str(path.relative_to(source_root)))
                 continue
             phrase = mask_phrase(path.name)
-            try:
-                with Image.open(path) as im:
-                    im.load()
-                    mode, size = im.mode, im.size
-                    grey_levels = len(np.unique(np.asarray(to_8bit(im, path).convert("RGB").convert("L"))))
-                    if size != (width, height):
-                        notes.append(f"{path.name}: {size[0]}x{size[1]} resized to {width}x{height} (nearest)")
-                        warnings.warn(f"{name}/{path.name} is {size}, its image {(width, height)}: resized")
-                        im = im.resize((width, height), Image.NEAREST)
-                    mask = mask_from_image(im, path)
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                raise BenchLayoutError(f"mask cannot be read: {path}: {exc}") from exc
+            with oriented_image(path, "mask") as (im, mask_orientation):
+                mode, size = im.mode, im.size
+                grey_levels = len(np.unique(np.asarray(to_8bit(im, path).convert("RGB").convert("L"))))
+                if size != (width, height):
+                    notes.append(f"{path.name}: {size[0]}x{size[1]} resized to {width}x{height} (nearest)")
+                    warnings.warn(f"{name}/{path.name} is {size}, its image {(width, height)}: resized")
+                    im = im.resize((width, height), Image.NEAREST)
+                mask = mask_from_image(im, path)
+            notes += orientation_entry(path, mask_orientation)[1]
             if mode != "L" or grey_levels > 2:
                 notes.append(f"{path.name}: mode {mode}, {grey_levels} grey levels, binarised at 0.5")
             if not mask.any():
@@ -206,7 +209,7 @@ def materialize(source_root: Path, out: Path, images: Sequence[str]) -> dict:
             shutil.copyfile(path, original)
             source_objects[phrase] = str(original.relative_to(out))
         entries.append({"image": name, "file": f"images/{src.name}", "width": width, "height": height,
-                        "objects": objects, "source_objects": source_objects, "notes": notes})
+                        **oriented, "objects": objects, "source_objects": source_objects, "notes": notes})
     prompts = source_root / "prompts"
     if prompts.is_dir():
         for path in sorted(prompts.glob("*/*/*_prompts.json")):

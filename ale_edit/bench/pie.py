@@ -44,7 +44,7 @@ from ..io import load_image
 from ..prompts import mark_span
 from .dataset import BenchLayoutError
 from .instances import PIE_EDIT_TABLE_COLUMNS
-from .materialize import is_git_source, read_image_size, select_images
+from .materialize import is_git_source, orientation_entry, read_image_size, select_images
 
 MAPPING_FILE = "mapping_file.json"
 IMAGES_FOLDER = "annotation_images"
@@ -316,7 +316,9 @@ def _materialize_entry(root: Path, out: Path, entry: PieEntry) -> dict:
     src = root / IMAGES_FOLDER / item["image_path"]
     if not src.is_file():
         raise BenchLayoutError(f"{MAPPING_FILE}: entry {entry.key!r}: image {src} not found")
-    width, height = read_image_size(src)
+    (width, height), orientation = read_image_size(src)
+    oriented, orientation_notes = orientation_entry(src, orientation)
+    notes += orientation_notes
     if (width, height) == (PIE_SIZE, PIE_SIZE):
         file = f"images/{entry.key}{src.suffix.lower()}"
         shutil.copyfile(src, out / file)  # byte for byte: load_512 leaves a 512x512 image as it is
@@ -349,7 +351,7 @@ def _materialize_entry(root: Path, out: Path, entry: PieEntry) -> dict:
         Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L").save(target)
         objects[pair.source] = str(target.relative_to(out))
     # The annotation mask is binary: its soft weights (compat: authors) are the same file.
-    return {"image": entry.key, "file": file, "width": PIE_SIZE, "height": PIE_SIZE, "objects": objects,
+    return {"image": entry.key, "file": file, "width": PIE_SIZE, "height": PIE_SIZE, **oriented, "objects": objects,
             "source_objects": dict(objects), "notes": notes, "pie": pie}
 
 

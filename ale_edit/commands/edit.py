@@ -13,17 +13,18 @@ from pathlib import Path
 
 import click
 
-from ..atomic import save_image, write_json
+from ..atomic import OutputWriteError, save_image, write_json
 from ..edit_types import EDIT_TYPE_KEYS, EDIT_TYPES
 from ..editor import MAX_SEED, EditRequest, Editor, validate_request
 from ..errors import EditInputError
-from ..io import load_image, load_mask, save_mask
+from ..io import load_mask, orientation_note, read_image, save_mask
 from ..methods import DEFAULT_METHOD, method_class, method_classes, method_names
 from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models, resolve_device, resolve_dtype
 from ..options import SettingError
 from ..paths import check_output_image_path, safe_file_name
 from ..settings import EditSettings
-from .options import given, parse_sets, settings_options
+from ..text import check_edit_lengths
+from .options import Number, given, parse_sets, settings_options
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
 DEFAULT_SEGMENTER = "facebook/sam-vit-huge"
@@ -59,13 +60,13 @@ def mask_file_name(phrase: str) -> str:
 @click.option("--type", "edit_type", type=click.Choice(EDIT_TYPES + tuple(k for k in EDIT_TYPE_KEYS
                                                                          if k not in EDIT_TYPES)), default=None,
               help="Edit type: picks the self-attention injection schedule.")
-@click.option("--schedule", type=click.FloatRange(0, 1), default=None,
+@click.option("--schedule", type=Number("schedule", 0, 1), default=None,
               help="Fraction of steps with self-attention Q,K injection (overrides --type).")
 @click.option("--method", type=click.Choice(method_names()), default=DEFAULT_METHOD, show_default=True,
               help=f"The editing method, all on the same sampler ({methods_help()}).")
 @click.option("--set", "set_args", multiple=True, metavar="METHOD.KEY=VALUE",
               help="An option of the method, as in params.yaml, e.g. --set p2p.cross_replace=0.6. Repeatable.")
-@settings_options(EditSettings)
+@settings_options(EditSettings, "edit")
 @settings_options(DEFAULT_OPTIONS)
 @click.option("--model", default=DEFAULT_DIFFUSION_MODEL, show_default=True,
               help="Diffusion model: hub id, local diffusers folder, or 'tiny' (random weights, offline, every "
@@ -73,8 +74,8 @@ def mask_file_name(phrase: str) -> str:
 @click.option("--detector", default=None, help=f"Grounding DINO id or folder [default: {DEFAULT_DETECTOR}].")
 @click.option("--segmenter", default=None, help=f"SAM id or folder [default: {DEFAULT_SEGMENTER}].")
 @click.option("--seed", default=42, show_default=True, type=click.IntRange(0, MAX_SEED))
-@click.option("--box-threshold", default=0.45, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--text-threshold", default=0.4, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--box-threshold", default=0.45, show_default=True, type=Number("masks.box_threshold", 0, 1))
+@click.option("--text-threshold", default=0.4, show_default=True, type=Number("masks.text_threshold", 0, 1))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True, help="auto: fp16 on CUDA, fp32 on CPU.")
 @click.option("--save-masks", type=click.Path(path_type=Path), default=None, help="Write the masks used here.")
@@ -91,9 +92,10 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
         check_output_image_path(output)
         if save_masks is not None:
             check_output_image_path(Path(save_masks) / mask_file_name("mask"))
-        source = load_image(image)
+        source, orientation = read_image(image)  # as it displays: its EXIF orientation applied
         # Check the pairs and which phrases have masks before reading any mask file.
         validate_request(EditRequest(source, pairs, dict.fromkeys(mask_files), edit_type, schedule, seed))
+        check_edit_lengths(pairs)  # the tokenizer alone: an over-long phrase is named before a model loads
         masks = {p: load_mask(f, source.size, name=p) for p, f in mask_files.items()}
         request = EditRequest(source, pairs, masks, edit_type=edit_type, schedule=schedule, seed=seed)
         models = load_diffusion_models(model, device, dtype)
@@ -106,18 +108,23 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
     except EditInputError as exc:
         raise click.ClickException(str(exc)) from exc
     record = dict(result.record, image=str(image), output=str(output),
-                  mask_files={p: str(f) for p, f in mask_files.items()})
-    if save_masks is not None:
-        record["saved_masks"] = {}
-        for phrase, mask in result.masks.items():
-            if mask is not None:
-                path = Path(save_masks) / mask_file_name(phrase)
-                save_mask(path, mask)
-                record["saved_masks"][phrase] = str(path)
-    save_image(output, result.image)
-    write_json(output.with_suffix(".json"), record)
+                  mask_files={p: str(f) for p, f in mask_files.items()}, exif_orientation=orientation)
+    if note := orientation_note(image, orientation):
+        record["warnings"] = [f"{note}; edited so, the output is stored upright", *record["warnings"]]
+    try:
+        if save_masks is not None:
+            record["saved_masks"] = {}
+            for phrase, mask in result.masks.items():
+                if mask is not None:
+                    path = Path(save_masks) / mask_file_name(phrase)
+                    save_mask(path, mask)
+                    record["saved_masks"][phrase] = str(path)
+        save_image(output, result.image)
+        write_json(output.with_suffix(".json"), record)
+    except OutputWriteError as exc:  # a full disk: named, and no half-written file
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {output} and {output.with_suffix('.json')} ({result.record['seconds']:.1f} s)")
-    for note in result.record["fallbacks"] + result.record["warnings"]:
+    for note in record["fallbacks"] + record["warnings"]:
         click.echo(f"warning: {note}", err=True)
 
 

@@ -9,7 +9,30 @@ from typing import Any, Iterable, Sequence
 import click
 import yaml
 
-from ..options import SettingError, did_you_mean, value_type
+from ..options import SettingError, check_number, did_you_mean, value_type
+
+
+class Number(click.ParamType):
+    """A float option under the settings' one numeric rule (``options.check_number``): finite and within
+    [minimum, maximum]. click's ``FloatRange`` lets NaN through every bound and infinity through an open one.
+    ``where`` names the setting in the message (its params.yaml key, e.g. ``edit.eta``)."""
+
+    name = "float"
+
+    def __init__(self, where: str, minimum: float | None = None, maximum: float | None = None):
+        self.where, self.minimum, self.maximum = where, minimum, maximum
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        try:
+            return check_number(number, self.where, self.minimum, self.maximum)
+        except SettingError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        low = "" if self.minimum is None else f"{self.minimum}<="
+        high = "" if self.maximum is None else f"<={self.maximum}"
+        return f"FLOAT {low}x{high}" if low or high else "FLOAT"
 
 
 def _default_text(f: dataclasses.Field) -> str:
@@ -19,9 +42,9 @@ def _default_text(f: dataclasses.Field) -> str:
     return str(default).lower() if isinstance(default, bool) else str(default)
 
 
-def field_option(cls, f: dataclasses.Field):
+def field_option(cls, f: dataclasses.Field, section: str):
     """The click option of one settings field; its default is ``None`` (not given), so the settings' own default,
-    or the compat profile's value, applies."""
+    or the compat profile's value, applies. ``section``: the params.yaml section its errors name."""
     flag = "--" + f.name.replace("_", "-")
     kind = value_type(cls, f)
     help_text = f"{f.metadata.get('help', '')} [default: {_default_text(f)}]"
@@ -33,7 +56,7 @@ def field_option(cls, f: dataclasses.Field):
     elif kind is int:
         kind = click.IntRange(low, high)
     elif kind is float:
-        kind = click.FloatRange(low, high)
+        kind = Number(f"{section}.{f.name}" if section else f.name, low, high)
     return click.option(flag, f.name, type=kind, default=None, help=help_text)
 
 
@@ -41,11 +64,14 @@ def cli_fields(cls) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if f.init and f.metadata.get("cli", True) and "help" in f.metadata]
 
 
-def settings_options(cls):
-    """A decorator adding one option per command-line field of the settings dataclass ``cls``."""
+def settings_options(cls, section: str | None = None):
+    """A decorator adding one option per command-line field of the settings dataclass ``cls``; its errors name the
+    params.yaml ``section`` (by default the class's own ``section``, e.g. ``ale``)."""
+    section = getattr(cls, "section", "") if section is None else section
+
     def decorate(command):
         for f in reversed(cli_fields(cls)):
-            command = field_option(cls, f)(command)
+            command = field_option(cls, f, section)(command)
         return command
     return decorate
 
