@@ -10,7 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from _common import atomic_dir, edit_type_of, edit_type_option, load_params, model_name
+from _common import (
+    atomic_dir, edit_type_of, edit_type_option, load_params, model_name, preflight, score_model_needs,
+)
 from params import EditRayParams, ray_section
 
 from ale_edit.atomic import atomic_path, write_json
@@ -18,6 +20,7 @@ from ale_edit.bench.backends import BACKENDS, RayConnectionError, RayMissingErro
 from ale_edit.bench.instances import ERROR_COLUMN, split_failed
 from ale_edit.bench.runner import EditorSpec, collect, make_jobs, run_jobs, settings_identity, shard, timings
 from ale_edit.options import SettingError
+from ale_edit.preflight import diffusion_need
 from ale_edit.settings import EditSettings
 
 WORK = Path(".ale-edit-work")
@@ -60,6 +63,8 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, backend, s
     has_errors = ERROR_COLUMN in table.columns  # PIE-Bench: entries without a pair are carried, not edited
     table, failed = split_failed(table)
     name = model_name(params, "diffusion")
+    # The score stage's models too: a missing one is named now, not after hours of edits.
+    preflight([diffusion_need(name), *score_model_needs(params)])
     batch_size = int(params["edit"]["batch_size"])
     carried = f" ({len(failed)} error rows carried)" if len(failed) else ""
     click.echo(f"edit {edit_type.name}: {len(table)} edits{carried}, method {settings.method} "

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from _common import atomic_dir, edit_type_of, edit_type_option, load_params, model_name
+from _common import (
+    atomic_dir, edit_type_of, edit_type_option, load_params, model_name, preflight, score_model_needs,
+)
 from params import ScoreRayParams, ray_section
 
 from ale_edit.bench.backends import BACKENDS, RayConnectionError, RayMissingError, require_ray
@@ -37,6 +39,7 @@ def main(type_key, params_file, bench, results, out, backend):
             require_ray()  # before anything loads
         except RayMissingError as exc:
             raise click.ClickException(str(exc)) from exc
+    preflight(score_model_needs(params))
     results, out = Path(results or f"results/{edit_type.key}"), Path(out or f"scores/{edit_type.key}")
     # score.mask_weights / score.te_variant null: from edit.compat (none: binary, mean; authors: soft, joined)
     benchmark = manifest_kind(json.loads((Path(bench) / "manifest.json").read_text()))
@@ -53,7 +56,8 @@ def main(type_key, params_file, bench, results, out, backend):
     except EditInputError as exc:
         raise click.ClickException(str(exc)) from exc
     spec = MetricModelSpec(params["model"]["preset"], clip=model_name(params, "clip"), dino=model_name(params, "dino"),
-                           lpips=model_name(params, "lpips"), device=params["model"]["device"])
+                           lpips=model_name(params, "lpips"), device=params["model"]["device"],
+                           lpips_weights=p.get("lpips_weights") or None)
     batch_size, inputs = int(p["batch_size"]), {"results_dir": str(results), "bench_dir": str(bench)}
     if backend == "ray":
         from ale_edit.bench.ray_backend import plan_pool, ray_cluster

@@ -19,9 +19,10 @@ from ale_edit.settings import EditSettings
 from ale_edit.steps import StepController
 
 PAIRS = [("cup", "cup made of gold"), ("book", "red-colored book")]
-EDIT_KEYS = {k: v for k, v in PROFILES["authors"].items() if not k.startswith("score.")}
+EDIT_KEYS = {k: v for k, v in PROFILES["authors"].items() if k.startswith(("edit.", "ale."))}
 DEFAULTS = {"ale.ore_index_quirk": False, "ale.ore_zeroing": "other_phrases", "edit.vae_latent": "mode",
-            "ale.bb_mask": "nearest", "ale.bb_start": 0, "edit.last_alpha": "final", "ale.final_blend": False}
+            "ale.bb_mask": "nearest", "ale.bb_start": 0, "edit.last_alpha": "final", "ale.final_blend": False,
+            "edit.dilation": 0.01}
 # A value other than the profile's for each key (final_blend is off in both: the profile names it for the record).
 OTHER = {**DEFAULTS, "ale.final_blend": True}
 

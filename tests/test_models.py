@@ -64,5 +64,16 @@ def test_lcm_timesteps():
 
 
 def test_unreachable_model_is_named(tmp_path):
-    with pytest.raises(OSError, match="cannot load the diffusion model"):
+    with pytest.raises(OSError, match="the diffusion model '.*no-such-model': no such folder"):
         load_diffusion_models(str(tmp_path / "no-such-model"), "cpu")
+
+
+def test_a_folder_that_fails_to_load_is_named_on_one_line(tmp_path):
+    # Every config is there (preflight passes), the weights are not: the loader's reason, on one line.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_diffusion_models(TINY, "cpu").save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(OSError, match="cannot load the diffusion model") as info:
+        load_diffusion_models(str(tmp_path / "model"), "cpu")
+    assert "\n" not in str(info.value)
