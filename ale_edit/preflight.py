@@ -84,13 +84,18 @@ def reachable(host: str, port: int = 443, timeout: float = CONNECT_TIMEOUT_S) ->
         return False
 
 
+def offline_asked() -> bool:
+    """``HF_HUB_OFFLINE`` is set: no download is to be tried, from the hub or (for LPIPS) torchvision."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
 def hub_offline() -> bool:
     """True when the Hugging Face hub must not or cannot be used: ``HF_HUB_OFFLINE`` set, or it is unreachable."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        return True
-    return not reachable(urlparse(constants.ENDPOINT).hostname or "huggingface.co")
+    return offline_asked() or not reachable(urlparse(constants.ENDPOINT).hostname or "huggingface.co")
 
 
 def go_offline() -> None:
@@ -102,9 +107,10 @@ def go_offline() -> None:
 
 
 def _folder_problem(need: ModelNeed, folder: Path) -> str | None:
-    if folder.is_file() and need.role == "segmenter" and folder.suffix.lower() in CHECKPOINT_SUFFIXES:
-        return (f"the segmenter {need.name!r} is a checkpoint file, not a transformers folder: convert a "
-                f"segment-anything checkpoint with `ale-edit convert-sam {need.name} OUT_DIR` and give OUT_DIR")
+    if need.role == "segmenter" and folder.suffix.lower() in CHECKPOINT_SUFFIXES:
+        what = "a checkpoint file" if folder.is_file() else "a checkpoint file name (no such file)"
+        return (f"the segmenter {need.name!r} is {what}, not a transformers folder: convert a segment-anything "
+                f"checkpoint with `ale-edit convert-sam {need.name} OUT_DIR` and give OUT_DIR")
     if not folder.is_dir():
         return f"the {need.role} {need.name!r}: no such folder"
     missing = [f for f in need.files if not any((folder / a).is_file() for a in f.split("|"))]
@@ -133,7 +139,7 @@ def _cache_problem(need: ModelNeed) -> str | None:
              for f in need.files}
     missing = [f for f, path in found.items() if path is None]
     if missing:
-        hint = f"; {need.hint}" if need.hint else ""
+        hint = f" ({need.hint})" if need.hint else ""
         return (f"the {need.role} {need.name!r} is not in the local Hugging Face cache (no {', '.join(m.replace('|', ' or ') for m in missing)}) "
                 f"and the hub is offline: download it where the hub is reachable (`hf download {need.name}`), "
                 f"or give a local folder{hint}")
@@ -148,7 +154,7 @@ def _weights_problem(need: WeightsFileNeed, offline: bool) -> str | None:
     if need.given:
         return f"the {need.role} file {str(need.path)!r} ({need.setting}): no such file"
     if offline:
-        return (f"the {need.role} file {str(need.path)!r} is missing and {need.url_host} is unreachable: copy "
+        return (f"the {need.role} file {str(need.path)!r} is missing and cannot be downloaded offline: copy "
                 f"{need.path.name} there (or set TORCH_HOME) or give its path with {need.setting}")
     return None
 
@@ -160,7 +166,8 @@ def model_problems(needs: Iterable[ModelNeed | WeightsFileNeed]) -> list[str]:
     for need in needs:
         if isinstance(need, WeightsFileNeed):
             if not need.path.is_file():
-                problem = _weights_problem(need, offline=not need.given and not reachable(need.url_host))
+                offline = not need.given and (offline_asked() or not reachable(need.url_host))
+                problem = _weights_problem(need, offline)
                 if problem:
                     problems.append(problem)
         elif need.name == TINY:
@@ -190,8 +197,8 @@ def check_models(needs: Iterable[ModelNeed | WeightsFileNeed]) -> None:
 
 def diffusion_need(name: str, *, text_encoder_only: bool = False) -> ModelNeed:
     files = TEXT_ENCODER_FILES if text_encoder_only else DIFFUSION_FILES
-    return ModelNeed("diffusion model", name, files, "a local diffusers folder (unet/, vae/, text_encoder/, "
-                                                      "tokenizer/, scheduler/)")
+    return ModelNeed("diffusion model", name, files, "a diffusers folder: unet/, vae/, text_encoder/, tokenizer/, "
+                                                      "scheduler/")
 
 
 def grounding_needs(detector: str, segmenter: str) -> list[ModelNeed]:

@@ -1,4 +1,4 @@
-"""What every stage shares: reading params.yaml, the model preset, writing a whole output folder atomically."""
+"""What every stage shares: reading params.yaml, the edit-type option, writing a whole output folder atomically."""
 
 from __future__ import annotations
 
@@ -14,11 +14,8 @@ if str(ROOT) not in sys.path:  # stages run as scripts from the repository root
 
 from ale_edit.atomic import atomic_dir  # noqa: E402,F401  (re-exported for the stages)
 from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES, edit_type  # noqa: E402
-from ale_edit.errors import ModelUnavailableError  # noqa: E402
-from ale_edit.models import grounding_model_names  # noqa: E402
 import params as schema  # noqa: E402  (stages/params.py: params.yaml's schema)
 
-TINY = "tiny"
 
 # The per-type stages' (edit@<type>, score@<type>) --edit-type: every spelling the one edit-type table accepts.
 edit_type_option = click.option(
@@ -38,36 +35,6 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     except schema.SettingError as exc:
         raise click.ClickException(f"{path}: {exc}") from exc
     return params
-
-
-def model_name(params: dict, which: str) -> str:
-    """A model's id, or "tiny" when the preset says every model is tiny; ``model.segmenter`` null follows
-    ``edit.compat``."""
-    if params["model"]["preset"] == TINY:
-        return TINY
-    if which in ("detector", "segmenter"):
-        compat = (params.get("edit") or {}).get("compat") or "none"
-        return grounding_model_names(compat, params["model"].get("detector"), params["model"].get("segmenter"))[which]
-    section = "score" if which in ("clip", "dino", "lpips") else "model"
-    return str(params[section][which])
-
-
-def preflight(needs) -> None:
-    """Every model the stage needs is found before it works (``ale_edit.preflight``); a miss is one line."""
-    from ale_edit.preflight import check_models
-
-    try:
-        check_models(needs)
-    except ModelUnavailableError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def score_model_needs(params: dict) -> list:
-    """The score stage's metric models: ``score.clip``, ``score.dino``, ``score.lpips`` and its weights file."""
-    from ale_edit.preflight import metric_needs
-
-    return metric_needs(model_name(params, "clip"), model_name(params, "dino"), model_name(params, "lpips"),
-                        params["score"].get("lpips_weights") or None)
 
 
 def edit_type_of(key: str):

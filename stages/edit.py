@@ -10,9 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from _common import (
-    atomic_dir, edit_type_of, edit_type_option, load_params, model_name, preflight, score_model_needs,
-)
+from _common import atomic_dir, edit_type_of, edit_type_option, load_params
+from _models import model_name, preflight, score_model_needs
 from params import EditRayParams, ray_section
 
 from ale_edit.atomic import atomic_path, write_json
@@ -45,6 +44,9 @@ LOGS = Path("logs")
                    "redoing any edit.")
 def main(type_key, params_file, bench, edits, masks, embeddings, out, backend, shard_index, num_shards):
     params = load_params(params_file)
+    name = model_name(params, "diffusion")
+    # The score stage's models too: a missing one is named now, not after hours of edits.
+    preflight([diffusion_need(name), *score_model_needs(params)])
     if shard_index >= num_shards:
         raise click.BadParameter(f"{shard_index} is not below --num-shards {num_shards}", param_hint="--shard-index")
     backend = backend or params["edit"].get("backend", "local")
@@ -62,9 +64,6 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, backend, s
     table = table[table["edit_type"] == edit_type.name].reset_index(drop=True)
     has_errors = ERROR_COLUMN in table.columns  # PIE-Bench: entries without a pair are carried, not edited
     table, failed = split_failed(table)
-    name = model_name(params, "diffusion")
-    # The score stage's models too: a missing one is named now, not after hours of edits.
-    preflight([diffusion_need(name), *score_model_needs(params)])
     batch_size = int(params["edit"]["batch_size"])
     carried = f" ({len(failed)} error rows carried)" if len(failed) else ""
     click.echo(f"edit {edit_type.name}: {len(table)} edits{carried}, method {settings.method} "

@@ -5,7 +5,8 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from _common import load_params, model_name, preflight
+from _common import load_params
+from _models import model_name, preflight
 
 from ale_edit.bench.instances import row_prompts, split_failed
 from ale_edit.embeddings import TextEncoder, encoder_id

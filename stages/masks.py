@@ -8,7 +8,8 @@ import click
 import pandas as pd
 from tqdm.auto import tqdm
 
-from _common import atomic_dir, load_params, model_name, preflight
+from _common import atomic_dir, load_params
+from _models import model_name, preflight
 
 from ale_edit.atomic import write_json
 from ale_edit.compat import provenance
@@ -29,6 +30,10 @@ from ale_edit.io import load_image
 def main(params_file, bench, edits, out):
     params = load_params(params_file)
     p, size = params["masks"], int(params["edit"]["size"])
+    names = {"detector": model_name(params, "detector"), "segmenter": model_name(params, "segmenter"),
+             "dtype": params["model"].get("detector_dtype", DEFAULT_DETECTOR_DTYPE)}
+    if p["source"] != "manual":
+        preflight(grounding_needs(names["detector"], names["segmenter"]))
     bench = Path(bench)
     manifest = json.loads((bench / "manifest.json").read_text())
     entries = {e["image"]: e for e in manifest["images"]}
@@ -37,10 +42,7 @@ def main(params_file, bench, edits, out):
     click.echo(f"masks: {p['source']} masks for {sum(len(v) for v in sets.values())} phrase sets over {len(sets)} "
                f"images at {size} px")
     detect = None
-    names = {"detector": model_name(params, "detector"), "segmenter": model_name(params, "segmenter"),
-             "dtype": params["model"].get("detector_dtype", DEFAULT_DETECTOR_DTYPE)}
     if p["source"] != "manual":
-        preflight(grounding_needs(names["detector"], names["segmenter"]))
         from ale_edit.grounding import detect_masks, load_grounding_models
 
         try:

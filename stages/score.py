@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from _common import (
-    atomic_dir, edit_type_of, edit_type_option, load_params, model_name, preflight, score_model_needs,
-)
+from _common import atomic_dir, edit_type_of, edit_type_option, load_params
+from _models import model_name, preflight, score_model_needs
 from params import ScoreRayParams, ray_section
 
 from ale_edit.bench.backends import BACKENDS, RayConnectionError, RayMissingError, require_ray
