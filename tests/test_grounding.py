@@ -277,6 +277,38 @@ def test_a_sam2_video_checkpoint_loads_as_the_image_segmenter(bench_image, tmp_p
     assert all(m.dtype == bool for m in masks)
 
 
+@pytest.mark.slow
+def test_the_published_sam2_1_architecture_loads_from_the_hub_cache_and_segments_a_box(bench_image, tmp_path,
+                                                                                      monkeypatch):
+    """SAM 2.1 Hiera-T as published (transformers' default Sam2VideoConfig is facebook/sam2.1-hiera-tiny's, the
+    smallest SAM 2.1; Hiera-L, the authors', differs only in widths and depths), random weights, saved in the
+    Hugging Face cache's layout and read offline by hub id through the preflight and the loader."""
+    from huggingface_hub import constants
+    from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor, Sam2VideoConfig, Sam2VideoModel
+
+    repo, commit = "facebook/sam2.1-hiera-tiny", "0" * 40
+    snapshot = tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        video = Sam2VideoModel(Sam2VideoConfig())
+    video.save_pretrained(snapshot)
+    Sam2Processor(image_processor=Sam2ImageProcessor()).save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    models = load_grounding_models("tiny", repo, device="cpu")
+    assert type(models.segmenter) is Sam2Model and models.segmenter.config.model_type == "sam2_video"
+    saved, loaded = video.state_dict(), models.segmenter.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in loaded)  # every weight of the image model read back
+    boxes = [(10.0, 8.0, 60.0, 50.0), (40.0, 20.0, 95.0, 71.0)]
+    masks = segment_boxes(bench_image, boxes, models)
+    assert [m.shape for m in masks] == [(72, 96), (72, 96)] and all(m.dtype == bool for m in masks)
+    assert not np.array_equal(masks[0], masks[1])  # the box prompts the mask
+    assert all(np.array_equal(a, b) for a, b in zip(masks, segment_boxes(bench_image, boxes, models)))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Dilation
 
