@@ -366,3 +366,40 @@ def test_dilation_radius():
     assert dilation_radius(0.0, 512) == 0.0
     with pytest.raises(ValueError):
         dilation_radius(-0.01, 512)
+
+
+def test_the_command_line_and_the_masks_stage_give_identical_masks(ale_bench, tmp_path):
+    """Grounded-SAM runs in fp32 in both, whatever the diffusion model's --dtype (bf16 here: the detector in bf16
+    misses the cup this fp32 run finds)."""
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from ale_edit.cli import main
+    from stage_utils import bench_stage, invoke, smoke_params, write_params
+
+    image = ale_bench / "images" / "artificial_img05.jpg"
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(main, ["edit", str(image), "-e", "cup=gold cup", "-e", "book=red book", "--model",
+                                       "tiny", "--size", "64", "--steps", "2", "--dtype", "bf16", "--dilation", "0",
+                                       "--save-masks", str(out), "-o", str(out / "edit.png")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "edit.json").read_text())
+    assert record["mask_sources"]["cup"] == "detected" and record["grounding"]["dtype"] == "fp32"
+
+    params = smoke_params(ale_bench, masks__source="auto")
+    params["bench"]["images"] = ["artificial_img05"]
+    bench = bench_stage(tmp_path, params)
+    edits = tmp_path / "edits.parquet"
+    pd.DataFrame({"image": ["artificial_img05"], "sources": [["cup", "book"]]}).to_parquet(edits)
+    masks = tmp_path / "masks"
+    result = invoke("masks", ["--params", str(write_params(tmp_path / "params.yaml", params)), "--bench", str(bench),
+                              "--edits", str(edits), "--out", str(masks)])
+    assert result.exit_code == 0, result.output
+    records = {r["phrase"]: r for r in json.loads((masks / "masks.json").read_text())}
+    assert {p: r["origin"] for p, r in records.items()} == record["mask_sources"]
+    stage_mask = np.array(Image.open(masks / records["cup"]["file"]))
+    cli_mask = np.array(Image.open(out / "cup_mask.png"))
+    assert stage_mask.any() and np.array_equal(stage_mask, cli_mask)
+    assert json.loads((masks / "models.json").read_text())["dtype"] == "fp32"

@@ -77,3 +77,13 @@ def test_a_folder_that_fails_to_load_is_named_on_one_line(tmp_path):
     with pytest.raises(OSError, match="cannot load the diffusion model") as info:
         load_diffusion_models(str(tmp_path / "model"), "cpu")
     assert "\n" not in str(info.value)
+
+
+def test_grounding_models_follow_the_compat_profile_and_a_given_one_wins():
+    from ale_edit.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, grounding_model_names
+
+    assert DEFAULT_SEGMENTER == "facebook/sam-vit-huge"  # Grounded-SAM's SAM ViT-H, the paper's
+    assert grounding_model_names() == {"detector": DEFAULT_DETECTOR, "segmenter": DEFAULT_SEGMENTER}
+    assert grounding_model_names("authors")["segmenter"] == "facebook/sam2.1-hiera-large"
+    assert grounding_model_names("authors", segmenter="./sam")["segmenter"] == "./sam"
+    assert grounding_model_names("authors", tiny=True) == {"detector": TINY, "segmenter": TINY}
