@@ -214,3 +214,14 @@ def test_each_stage_names_its_missing_models_before_it_works(ale_bench, tmp_path
     if stage == "edit":  # the score stage's models are checked with the edit stage's
         assert "the DINO model 'facebook/dino-vitb8' is not in the local Hugging Face cache" in line
         assert "the LPIPS SqueezeNet weights file 'sq-typo.pth' (score.lpips_weights): no such file" in line
+
+
+def test_the_studio_names_its_missing_models_before_it_starts(tmp_path, hub_cache, monkeypatch):
+    pytest.importorskip("gradio")
+    import ale_edit.studio as studio
+
+    monkeypatch.setattr(studio, "serve", lambda *a, **k: pytest.fail("the studio started"))
+    result = CliRunner().invoke(main, ["studio", "--model", str(tmp_path / "lcm"), "--segmenter", "./sam-typo"])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: 3 model(s) not available: ") and "'./sam-typo': no such folder" in line
