@@ -216,7 +216,8 @@ def _load_detector(name: str, seed: int):
             f"folder saved by transformers, or 'tiny' for the offline random-weight model used in tests."
         ) from exc
     if not hasattr(processor, "post_process_grounded_object_detection"):
-        raise ModelUnavailableError(f"{name!r} does not hold a Grounding DINO processor (got {type(processor).__name__})")
+        raise ModelUnavailableError(
+            f"{name!r} does not hold a Grounding DINO processor (got {type(processor).__name__})")
     return model, processor
 
 

@@ -115,10 +115,15 @@ def _folder_problem(need: ModelNeed, folder: Path) -> str | None:
         return f"the {need.role} {need.name!r}: no such folder"
     missing = [f for f in need.files if not any((folder / a).is_file() for a in f.split("|"))]
     if missing:
-        return f"the {need.role} {need.name!r}: the folder has no {', '.join(m.replace('|', ' or ') for m in missing)}"
+        return f"the {need.role} {need.name!r}: the folder has no {_file_list(missing)}"
     if need.role == "segmenter":
         return _segmenter_type_problem(need.name, folder / "config.json")
     return None
+
+
+def _file_list(files: list[str]) -> str:
+    """"a, b|c" -> "a, b or c" (``|`` separates a file's alternatives)."""
+    return ", ".join(f.replace("|", " or ") for f in files)
 
 
 def _segmenter_type_problem(name: str, config: Path) -> str | None:
@@ -140,7 +145,7 @@ def _cache_problem(need: ModelNeed) -> str | None:
     missing = [f for f, path in found.items() if path is None]
     if missing:
         hint = f" ({need.hint})" if need.hint else ""
-        return (f"the {need.role} {need.name!r} is not in the local Hugging Face cache (no {', '.join(m.replace('|', ' or ') for m in missing)}) "
+        return (f"the {need.role} {need.name!r} is not in the local Hugging Face cache (no {_file_list(missing)}) "
                 f"and the hub is offline: download it where the hub is reachable (`hf download {need.name}`), "
                 f"or give a local folder{hint}")
     if need.role == "segmenter":

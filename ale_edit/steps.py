@@ -2,8 +2,9 @@
 
 Every method says "do X during the first s of the steps" in its own words, and each reference code compares
 floats to decide. Written once here, on the fraction's *decimal* value in exact rational arithmetic, a rule gives
-the same steps whether the fraction arrives as a Python float (0.6), a tensor or numpy scalar of any float dtype
-(float32 0.6000000238, bfloat16 0.6015625) or a string, and a comparison can never flip on the last bit: float32(0.6) > 9/15 would inject Q,K on one step too many.
+the same steps whether the fraction arrives as a Python float (0.6), a tensor or numpy scalar of any float
+dtype (float32 0.6000000238, bfloat16 0.6015625) or a string, and a comparison can never flip on the
+last bit: float32(0.6) > 9/15 would inject Q,K on one step too many.
 
 The rules (T steps, indexed k = 0 .. T-1, s a fraction in [0, 1]):
 

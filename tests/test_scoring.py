@@ -467,7 +467,8 @@ def test_score_command_with_compat_records_its_settings(ale_bench, tmp_path):
     folder = tmp_path / "results" / "1" / inst.edit_type / inst.image
     folder.mkdir(parents=True)
     # An edit at the working size, 768 px, of a 1000 px source: the authors' evaluator resizes it back.
-    Image.open(image_path(ale_bench, inst.image)).resize((768, 768), Image.BICUBIC).save(folder / f"edit_{inst.index}.png")
+    edited = Image.open(image_path(ale_bench, inst.image)).resize((768, 768), Image.BICUBIC)
+    edited.save(folder / f"edit_{inst.index}.png")
     table = np.array(Image.open(masks_for_image(ale_bench, inst.image)["table"]).convert("L")) / 255.0
 
     def run(*options):

@@ -64,7 +64,8 @@ def sam_config(state: dict):
         width = state["image_encoder.patch_embed.proj.weight"].shape[0]
         blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))})
         grid = state["image_encoder.pos_embed"].shape[1]
-        global_blocks = [i for i in blocks if state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] == 2 * grid - 1]
+        global_blocks = [i for i in blocks
+                         if state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] == 2 * grid - 1]
     except (KeyError, AttributeError, IndexError) as exc:
         raise EditInputError(f"not a segment-anything SAM state dict (no {exc})") from None
     if width not in VARIANTS:
@@ -93,7 +94,8 @@ def convert(checkpoint: str | Path, out_dir: str | Path) -> str:
     model = SamModel(config)
     renamed = {transformers_key(k): v for k, v in state.items() if k not in PROCESSOR_ONLY}
     # transformers keeps the prompt encoder's positional matrix twice: the image's copy is the same tensor.
-    renamed["shared_image_embedding.positional_embedding"] = renamed["prompt_encoder.shared_embedding.positional_embedding"]
+    shared = renamed["prompt_encoder.shared_embedding.positional_embedding"]
+    renamed["shared_image_embedding.positional_embedding"] = shared
     expected = model.state_dict()
     unknown, missing = sorted(set(renamed) - set(expected)), sorted(set(expected) - set(renamed))
     if unknown or missing:
