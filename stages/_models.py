@@ -3,6 +3,8 @@ model a stage needs before it works."""
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 import _common  # noqa: F401  (puts the repository root on sys.path)
@@ -24,12 +26,19 @@ def model_name(params: dict, which: str) -> str:
     return str(params[section][which])
 
 
-def preflight(needs) -> None:
-    """Every model the stage needs is found before it works (``ale_edit.preflight``); a miss is one line."""
+@contextlib.contextmanager
+def model_errors():
+    """A model that cannot be found or loaded ends the stage with its one-line message, not a traceback."""
     try:
-        check_models(needs)
+        yield
     except ModelUnavailableError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def preflight(needs) -> None:
+    """Every model the stage needs is found before it works (``ale_edit.preflight``); a miss is one line."""
+    with model_errors():
+        check_models(needs)
 
 
 def score_model_needs(params: dict) -> list:

@@ -9,11 +9,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from _common import atomic_dir, load_params
-from _models import model_name, preflight
+from _models import model_errors, model_name, preflight
 
 from ale_edit.atomic import write_json
 from ale_edit.compat import provenance
-from ale_edit.errors import ModelUnavailableError
 from ale_edit.models import DEFAULT_DETECTOR_DTYPE
 from ale_edit.preflight import grounding_needs
 from ale_edit.bench.edit_masks import build_edit_masks, mask_phrase_sets
@@ -45,11 +44,9 @@ def main(params_file, bench, edits, out):
     if p["source"] != "manual":
         from ale_edit.grounding import detect_masks, load_grounding_models
 
-        try:
+        with model_errors():
             models = load_grounding_models(names["detector"], names["segmenter"], device=params["model"]["device"],
                                            dtype=names["dtype"])
-        except ModelUnavailableError as exc:
-            raise click.ClickException(str(exc)) from None
         detect = functools.partial(detect_masks, models=models, box_threshold=float(p["box_threshold"]),
                                    text_threshold=float(p["text_threshold"]))
     records = []

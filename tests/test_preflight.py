@@ -225,3 +225,26 @@ def test_the_studio_names_its_missing_models_before_it_starts(tmp_path, hub_cach
     assert result.exit_code == 1
     (line,) = result.output.strip().splitlines()
     assert line.startswith("Error: 3 model(s) not available: ") and "'./sam-typo': no such folder" in line
+
+
+def test_a_model_that_fails_to_load_in_a_stage_is_one_line(ale_bench, tmp_path, hub_cache):
+    """Its configs are there (the preflight passes), its weights are not: the loader's reason, one line."""
+    import warnings
+
+    import pandas as pd
+
+    from ale_edit.models import load_diffusion_models
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_diffusion_models("tiny", "cpu").save_pretrained(tmp_path / "lcm")
+    (tmp_path / "lcm" / "text_encoder" / "model.safetensors").unlink()
+    edits = tmp_path / "edits.parquet"
+    pd.DataFrame({"image": ["artificial_img05"], "sources": [["cup"]], "targets": [["gold cup"]]}).to_parquet(edits)
+    params = write_params(tmp_path / "p.yaml", smoke_params(ale_bench, model__preset="real",
+                                                            model__diffusion=str(tmp_path / "lcm")))
+    result = invoke("embed", ["--params", str(params), "--edits", str(edits), "--out", str(tmp_path / "t.parquet")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"Error: cannot load the text encoder of '{tmp_path / 'lcm'}'")
+    assert "Traceback" not in result.output
