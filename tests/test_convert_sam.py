@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ale_edit.cli import main
-from ale_edit.commands.convert_sam import transformers_key
+from ale_edit.commands.convert_sam import sam_config, transformers_key, transformers_state
 from ale_edit.grounding import load_grounding_models, segment_boxes
 
 segment_anything = pytest.importorskip("segment_anything")
@@ -49,6 +49,27 @@ def test_converted_checkpoint_segments_a_box_as_segment_anything(checkpoint, tmp
     assert 0 < expected.sum() < expected.size
     assert np.abs(logits[0]).min() > 1e-6  # no pixel sits on the threshold: equality is not luck
     assert np.array_equal(mask, expected)
+
+
+@pytest.mark.parametrize("width,depth,heads,global_blocks,name", [
+    (768, 12, 12, [2, 5, 8, 11], "vit_b"), (1024, 24, 16, [5, 11, 17, 23], "vit_l"),
+    (1280, 32, 16, [7, 15, 23, 31], "vit_h"),
+])
+def test_each_published_sam_maps_onto_sam_model_key_for_key(width, depth, heads, global_blocks, name):
+    """segment-anything's build_sam_vit_b/l/h, built on the meta device (shapes, no weights)."""
+    from segment_anything.build_sam import _build_sam
+    from transformers import SamModel
+
+    with torch.device("meta"):
+        state = _build_sam(encoder_embed_dim=width, encoder_depth=depth, encoder_num_heads=heads,
+                           encoder_global_attn_indexes=global_blocks, checkpoint=None).state_dict()
+        config, found = sam_config(state)
+        expected = SamModel(config).state_dict()
+    assert found == name and config.vision_config.global_attn_indexes == global_blocks
+    assert config.vision_config.num_attention_heads == heads and config.vision_config.num_hidden_layers == depth
+    renamed = transformers_state(state)
+    assert set(renamed) == set(expected)
+    assert all(renamed[k].shape == expected[k].shape for k in expected)
 
 
 def test_every_key_is_renamed_as_transformers_names_it():

@@ -56,6 +56,15 @@ def transformers_key(key: str) -> str:
     return NORM.sub(lambda m: f".layer_norm{m.group(1) or ''}.", key)
 
 
+def transformers_state(state: dict) -> dict:
+    """segment-anything's state dict under transformers' ``SamModel`` names (the pixel mean and std left out)."""
+    renamed = {transformers_key(k): v for k, v in state.items() if k not in PROCESSOR_ONLY}
+    # transformers keeps the prompt encoder's positional matrix twice: the image's copy is the same tensor.
+    shared = renamed["prompt_encoder.shared_embedding.positional_embedding"]
+    renamed["shared_image_embedding.positional_embedding"] = shared
+    return renamed
+
+
 def sam_config(state: dict):
     """The ``SamConfig`` of a segment-anything state dict, and the variant's name (``vit_b`` ...)."""
     from transformers import SamConfig, SamVisionConfig
@@ -92,15 +101,13 @@ def convert(checkpoint: str | Path, out_dir: str | Path) -> str:
         raise EditInputError(f"{str(checkpoint)!r} holds a {type(state).__name__}, not a state dict")
     config, name = sam_config(state)
     model = SamModel(config)
-    renamed = {transformers_key(k): v for k, v in state.items() if k not in PROCESSOR_ONLY}
-    # transformers keeps the prompt encoder's positional matrix twice: the image's copy is the same tensor.
-    shared = renamed["prompt_encoder.shared_embedding.positional_embedding"]
-    renamed["shared_image_embedding.positional_embedding"] = shared
+    renamed = transformers_state(state)
     expected = model.state_dict()
     unknown, missing = sorted(set(renamed) - set(expected)), sorted(set(expected) - set(renamed))
-    if unknown or missing:
+    wrong = sorted(k for k in set(renamed) & set(expected) if renamed[k].shape != expected[k].shape)
+    if unknown or missing or wrong:
         raise EditInputError(f"{str(checkpoint)!r} does not map onto SamModel ({name}): unknown {unknown[:5]}, "
-                             f"missing {missing[:5]}")
+                             f"missing {missing[:5]}, of another shape {wrong[:5]}")
     model.load_state_dict(renamed, strict=True)
     SamProcessor(image_processor=SamImageProcessor()).save_pretrained(out_dir)
     model.save_pretrained(out_dir)
