@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .commands.clean_work import clean_work
+from .commands.convert_sam import convert_sam
 from .commands.edit import edit
 from .commands.report import report
 from .commands.score import score
@@ -22,6 +23,7 @@ main.add_command(score)
 main.add_command(report)
 main.add_command(clean_work)
 main.add_command(studio)
+main.add_command(convert_sam)
 
 if __name__ == "__main__":
     main()

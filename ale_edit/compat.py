@@ -21,6 +21,12 @@ What ``authors`` sets, and why each differs from ale-edit's default:
   binarised at 0.5.
 - ``score.te_variant: joined``: the reported TE scores the background against the joined target prompt, not the
   mean over targets of the paper's eq. 6.
+- ``score.resize_edited: true``: an edit of another size than its source is resized (bicubic) before scoring, as
+  their evaluator does, instead of being an error row.
+- ``edit.dilation: 0.04``: masks are dilated by a disk of radius int(0.04 x size) px; the paper says 0.01
+  ("seven pixels" at 768).
+- ``model.segmenter: facebook/sam2.1-hiera-large``: SAM 2.1 Hiera-L segments the detector's boxes (their
+  Grounded-SAM-2 setup); the paper names Grounded-SAM, whose segmenter is SAM ViT-H.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ale.final_blend": False,
         "score.mask_weights": "soft",
         "score.te_variant": "joined",
+        "score.resize_edited": True,
+        "edit.dilation": 0.04,
+        "model.segmenter": "facebook/sam2.1-hiera-large",
     },
 }
 

@@ -33,6 +33,7 @@ from .prompts import check_marked_prompt
 from .sampler import SamplerInputs, virtual_inversion
 from .images import aspect_warning, working_image, working_size  # noqa: F401  (working_size: the editor's API)
 from .settings import EditSettings
+from .steps import exact
 from .text import edit_texts
 
 MAX_OBJECTS = 3
@@ -60,7 +61,8 @@ class EditRequest:
 
     def resolved_schedule(self) -> float:
         if self.schedule is not None:
-            return float(self.schedule)
+            # Through its decimal: float(np.float32(0.6)) would be 0.6000000238, one injected step too many.
+            return float(exact(self.schedule))
         if self.edit_type is not None:
             return edit_type(self.edit_type).schedule
         return DEFAULT_SCHEDULE

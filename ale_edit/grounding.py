@@ -75,11 +75,11 @@ from transformers import (
     SwinConfig,
 )
 
-from .errors import EditInputError
-from .models import TINY, pretrained_kwargs, resolve_device, resolve_dtype
-
-DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
-DEFAULT_SEGMENTER = "facebook/sam-vit-huge"
+from .errors import EditInputError, ModelUnavailableError
+from .preflight import check_models, grounding_needs
+from .models import (  # noqa: F401  (DEFAULT_DETECTOR, DEFAULT_SEGMENTER: this module's API too)
+    DEFAULT_DETECTOR, DEFAULT_SEGMENTER, TINY, pretrained_kwargs, resolve_device, resolve_dtype,
+)
 BOX_THRESHOLD = 0.45
 TEXT_THRESHOLD = 0.4
 
@@ -210,13 +210,14 @@ def _load_detector(name: str, seed: int):
     try:
         processor = AutoProcessor.from_pretrained(name, **kwargs)
         model = GroundingDinoForObjectDetection.from_pretrained(name, **kwargs)
-    except OSError as exc:
-        raise OSError(
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
             f"cannot load the Grounding DINO detector {name!r} ({exc}). Give a hub id reachable from here, a local "
             f"folder saved by transformers, or 'tiny' for the offline random-weight model used in tests."
         ) from exc
     if not hasattr(processor, "post_process_grounded_object_detection"):
-        raise ValueError(f"{name!r} does not hold a Grounding DINO processor (got {type(processor).__name__})")
+        raise ModelUnavailableError(
+            f"{name!r} does not hold a Grounding DINO processor (got {type(processor).__name__})")
     return model, processor
 
 
@@ -228,8 +229,8 @@ def _load_segmenter(name: str, seed: int):
         # The mask-generation auto class maps model_type "sam" to SamModel and "sam2"/"sam2_video" to Sam2Model,
         # dropping a video checkpoint's memory modules.
         model = AutoModelForMaskGeneration.from_pretrained(name, **kwargs)
-    except OSError as exc:
-        raise OSError(
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
             f"cannot load the SAM segmenter {name!r} ({exc}). Give a hub id reachable from here, a local folder "
             f"saved by transformers, or 'tiny' for the offline random-weight model used in tests."
         ) from exc
@@ -238,14 +239,14 @@ def _load_segmenter(name: str, seed: int):
     elif isinstance(model, Sam2Model):
         processor_class = Sam2Processor
     else:
-        raise ValueError(
+        raise ModelUnavailableError(
             f"{name!r} is a {type(model).__name__} (model_type {model.config.model_type!r}); the segmenter must be "
             f"SAM (model_type 'sam') or SAM 2 ('sam2' / 'sam2_video')"
         )
     try:
         processor = processor_class.from_pretrained(name, **kwargs)
-    except OSError as exc:
-        raise OSError(f"cannot load the processor of the segmenter {name!r} ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"cannot load the processor of the segmenter {name!r} ({exc})") from exc
     return model, processor
 
 
@@ -261,8 +262,10 @@ def load_grounding_models(
 
     ``dtype=None`` means fp32 on every device, unlike the diffusion model: box, label and mask decisions are
     thresholds that fp16 can flip, the authors run both models in fp32, and both are small next to the UNet.
-    ``"auto"`` follows :func:`ale_edit.models.resolve_dtype` (fp16 on CUDA).
+    ``"auto"`` follows :func:`ale_edit.models.resolve_dtype` (fp16 on CUDA). Both models are found first
+    (``preflight``): a missing one is named, with the other, before either loads.
     """
+    check_models(grounding_needs(str(detector), str(segmenter)))
     device = resolve_device(device)
     dtype = torch.float32 if dtype is None else resolve_dtype(device, dtype)
     det_model, det_processor = _load_detector(str(detector), seed)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import EditInputError
+from . import compat
+from .errors import EditInputError, ModelUnavailableError
 from .tokenizer import clip_tokenizer
 
 if TYPE_CHECKING:  # diffusers and transformers are imported where models are built: seconds saved at start-up
@@ -21,6 +22,12 @@ if TYPE_CHECKING:  # diffusers and transformers are imported where models are bu
     from transformers import CLIPTextModel, CLIPTokenizer
 
 DEFAULT_DIFFUSION_MODEL = "SimianLuo/LCM_Dreamshaper_v7"
+# Grounded-SAM, as the paper names it: Grounding DINO (the checkpoint the authors load) and SAM ViT-H, the
+# segment-anything weights Grounded-SAM ships with. compat "authors" segments with SAM 2.1 Hiera-L instead.
+DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
+DEFAULT_SEGMENTER = "facebook/sam-vit-huge"
+# Grounding DINO and SAM decide boxes, labels and masks by thresholds that fp16 can flip: fp32 unless asked.
+DEFAULT_DETECTOR_DTYPE = "fp32"
 DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp32": torch.float32, "float32": torch.float32}
 TINY = "tiny"
@@ -55,6 +62,16 @@ def resolve_dtype(device: torch.device, dtype: str | torch.dtype | None = None) 
     if dtype not in DTYPES:
         raise EditInputError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+def grounding_model_names(compat_profile: str = "none", detector: str | None = None, segmenter: str | None = None,
+                          *, tiny: bool = False) -> dict[str, str]:
+    """{"detector", "segmenter": the model each loads}: the one given, else ``"tiny"`` with ``tiny``, else the
+    compat profile's (``model.segmenter``), else the default."""
+    if tiny:
+        return {"detector": detector or TINY, "segmenter": segmenter or TINY}
+    return {"detector": detector or DEFAULT_DETECTOR,
+            "segmenter": compat.resolve(compat_profile, "model.segmenter", segmenter or None, DEFAULT_SEGMENTER)}
 
 
 @dataclass
@@ -157,8 +174,11 @@ def load_diffusion_models(
     from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from .preflight import check_models, diffusion_need
+
     device = resolve_device(device)
     dtype = resolve_dtype(device, dtype)
+    check_models([diffusion_need(name)])
     if name == TINY:
         unet, vae, text_encoder = build_tiny_diffusion_models(seed)
         tokenizer = clip_tokenizer()
@@ -172,8 +192,8 @@ def load_diffusion_models(
             text_encoder = CLIPTextModel.from_pretrained(name, subfolder="text_encoder", torch_dtype=dtype, **kwargs)
             tokenizer = CLIPTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
             scheduler = LCMScheduler.from_pretrained(name, subfolder="scheduler", **kwargs)
-        except OSError as exc:
-            raise OSError(
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailableError(
                 f"cannot load the diffusion model {name!r} ({exc}). Give a hub id reachable from here, a local "
                 f"diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/), or 'tiny' for the "
                 f"offline random-weight model used in tests."
@@ -202,8 +222,11 @@ def load_text_encoder(
     """Only the tokenizer and text encoder of a diffusion model (the embed stage needs no UNet or VAE)."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from .preflight import check_models, diffusion_need
+
     device = resolve_device(device)
     dtype = resolve_dtype(device, dtype)
+    check_models([diffusion_need(name, text_encoder_only=True)])
     if name == TINY:
         text_encoder = build_tiny_diffusion_models(seed)[2]
         tokenizer = clip_tokenizer()
@@ -212,8 +235,8 @@ def load_text_encoder(
         try:
             text_encoder = CLIPTextModel.from_pretrained(name, subfolder="text_encoder", torch_dtype=dtype, **kwargs)
             tokenizer = CLIPTokenizer.from_pretrained(name, subfolder="tokenizer", **kwargs)
-        except OSError as exc:
-            raise OSError(f"cannot load the text encoder of {name!r} ({exc})") from exc
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailableError(f"cannot load the text encoder of {name!r} ({exc})") from exc
     text_encoder.requires_grad_(False).eval().to(device)
     if text_encoder.dtype != dtype:
         text_encoder.to(dtype)

@@ -2,8 +2,9 @@
 
 Every method says "do X during the first s of the steps" in its own words, and each reference code compares
 floats to decide. Written once here, on the fraction's *decimal* value in exact rational arithmetic, a rule gives
-the same steps whether the fraction arrives as a Python float (0.6), a float32 (0.6000000238) or a string, and a
-comparison can never flip on the last bit: float32(0.6) > 9/15 would inject Q,K on one step too many.
+the same steps whether the fraction arrives as a Python float (0.6), a tensor or numpy scalar of any float
+dtype (float32 0.6000000238, bfloat16 0.6015625) or a string, and a comparison can never flip on the
+last bit: float32(0.6) > 9/15 would inject Q,K on one step too many.
 
 The rules (T steps, indexed k = 0 .. T-1, s a fraction in [0, 1]):
 
@@ -34,22 +35,51 @@ StepSet = frozenset  # of step indices k
 
 
 def exact(value) -> Fraction:
-    """The decimal a fraction was written as, exactly: 0.6 -> 3/5, also from float32 / float16 tensors or numpy
-    scalars (read back through their own shortest decimal, so float32 0.6000000238 is 3/5 too)."""
+    """The decimal a fraction was written as, exactly: 0.6 -> 3/5, also from a tensor of any float dtype or a numpy
+    scalar: a binary value is read back as the shortest decimal that rounds to it in its own dtype, so float32
+    0.6000000238 and bfloat16 0.6015625 are both 3/5."""
     if isinstance(value, Rational):
         return Fraction(value)
+    if isinstance(value, np.integer):
+        return Fraction(int(value))
+    if isinstance(value, np.floating) and np.dtype(value.dtype).itemsize <= 8:
+        value = torch.from_numpy(np.asarray(value))
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"a step fraction must be one number, got a tensor of shape {tuple(value.shape)}")
-        value = value.detach().cpu()
-        value = value.float().numpy()[()] if value.dtype == torch.bfloat16 else value.numpy()[()]
-    if isinstance(value, (np.floating, np.integer)):
-        return Fraction(str(value))  # numpy prints the shortest decimal of its own precision
+        if not value.is_floating_point():
+            return Fraction(int(value.item()))
+        return shortest_decimal(value.detach().cpu().reshape(()))
+    if isinstance(value, np.floating):  # longdouble: numpy prints the shortest decimal of its own precision
+        return Fraction(str(value))
     if isinstance(value, float):
         return Fraction(repr(value))  # repr is the shortest decimal that reads back as this float
     if isinstance(value, str):
         return Fraction(value)
     raise TypeError(f"a step fraction must be a number, got {type(value).__name__}")
+
+
+def shortest_decimal(value: torch.Tensor) -> Fraction:
+    """The decimal with the fewest digits that rounds to the 0-d float tensor ``value`` in its own dtype.
+
+    Exact rational arithmetic on the value's rounding interval, the open interval between the midpoints to its two
+    neighbours in the dtype: every decimal in it reads back as ``value``, whatever the dtype (numpy and ``repr``
+    give this for float16/32/64 only; bfloat16 has no shortest printer). Among the shortest, the nearest.
+    """
+    if not math.isfinite(value.item()):
+        raise ValueError(f"a step fraction must be finite, got {value.item()}")
+    v = Fraction(value.item())
+    below = Fraction(torch.nextafter(value, value.new_tensor(-math.inf)).item())
+    above = Fraction(torch.nextafter(value, value.new_tensor(math.inf)).item())
+    low, high = (below + v) / 2, (v + above) / 2
+    digits = 0
+    while True:
+        scale = 10**digits
+        inside = [c for c in (Fraction(math.floor(v * scale), scale), Fraction(math.ceil(v * scale), scale))
+                  if low < c < high]
+        if inside:
+            return min(inside, key=lambda c: abs(c - v))
+        digits += 1
 
 
 def _check(num_steps: int) -> None:

@@ -1,5 +1,5 @@
-"""What every stage shares: its command class (named failures in one line), reading params.yaml, the model preset,
-writing a whole output folder atomically."""
+"""What every stage shares: its command class (named failures in one line), reading params.yaml, the edit-type
+option, writing a whole output folder atomically."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from ale_edit.edit_types import EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES, edit
 from ale_edit.errors import EditInputError  # noqa: E402
 import params as schema  # noqa: E402  (stages/params.py: params.yaml's schema)
 
-TINY = "tiny"
 # Failures that are the input's, the settings' or the disk's, never the code's: a stage names them in one line.
 # EditInputError covers its kin (a bad image or mask, a bomb, a bad benchmark folder, a device this machine
 # lacks); OSError a full disk or a missing input file.
@@ -69,14 +68,6 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     except schema.SettingError as exc:
         raise click.ClickException(f"{path}: {exc}") from exc
     return params
-
-
-def model_name(params: dict, which: str) -> str:
-    """A model's id, or "tiny" when the preset says every model is tiny."""
-    if params["model"]["preset"] == TINY:
-        return TINY
-    section = "score" if which in ("clip", "dino", "lpips") else "model"
-    return str(params[section][which])
 
 
 def edit_type_of(key: str):

@@ -10,7 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from _common import atomic_dir, edit_type_of, edit_type_option, load_params, model_name, stage_command
+from _common import atomic_dir, edit_type_of, edit_type_option, load_params, stage_command
+from _models import model_errors, model_name, preflight, score_model_needs
 from params import EditRayParams, ray_section
 
 from ale_edit.atomic import atomic_path, write_json
@@ -18,6 +19,7 @@ from ale_edit.bench.backends import BACKENDS, RayConnectionError, RayMissingErro
 from ale_edit.bench.instances import ERROR_COLUMN, split_failed
 from ale_edit.bench.runner import EditorSpec, collect, make_jobs, run_jobs, settings_identity, shard, timings
 from ale_edit.options import SettingError
+from ale_edit.preflight import diffusion_need
 from ale_edit.settings import EditSettings
 
 WORK = Path(".ale-edit-work")
@@ -42,6 +44,9 @@ LOGS = Path("logs")
                    "redoing any edit.")
 def main(type_key, params_file, bench, edits, masks, embeddings, out, backend, shard_index, num_shards):
     params = load_params(params_file)
+    name = model_name(params, "diffusion")
+    # The score stage's models too: a missing one is named now, not after hours of edits.
+    preflight([diffusion_need(name), *score_model_needs(params)])
     if shard_index >= num_shards:
         raise click.BadParameter(f"{shard_index} is not below --num-shards {num_shards}", param_hint="--shard-index")
     backend = backend or params["edit"].get("backend", "local")
@@ -59,7 +64,6 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, backend, s
     table = table[table["edit_type"] == edit_type.name].reset_index(drop=True)
     has_errors = ERROR_COLUMN in table.columns  # PIE-Bench: entries without a pair are carried, not edited
     table, failed = split_failed(table)
-    name = model_name(params, "diffusion")
     batch_size = int(params["edit"]["batch_size"])
     carried = f" ({len(failed)} error rows carried)" if len(failed) else ""
     click.echo(f"edit {edit_type.name}: {len(table)} edits{carried}, method {settings.method} "
@@ -95,7 +99,8 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, backend, s
             raise click.ClickException(str(exc)) from exc
         texts = "texts encoded by the actors"
     else:
-        editor = spec.load(embeddings)
+        with model_errors():
+            editor = spec.load(embeddings)
         cached = len(editor.text_encoder.cache)
         jobs = jobs_for(settings_identity(editor))
         done_now = run_jobs(editor, shard(jobs, shard_index, num_shards), work, batch_size=batch_size)

@@ -5,11 +5,13 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from _common import load_params, model_name, stage_command
+from _common import load_params, stage_command
+from _models import model_errors, model_name, preflight
 
 from ale_edit.bench.instances import row_prompts, split_failed
 from ale_edit.embeddings import TextEncoder, encoder_id
 from ale_edit.models import load_text_encoder
+from ale_edit.preflight import diffusion_need
 from ale_edit.text import JOINER, edit_texts
 
 
@@ -34,9 +36,11 @@ def texts_for(table: pd.DataFrame) -> list[str]:
 def main(params_file, edits, out):
     params = load_params(params_file)
     name = model_name(params, "diffusion")
+    preflight([diffusion_need(name, text_encoder_only=True)])
     texts = texts_for(pd.read_parquet(edits))
     click.echo(f"embed: {len(texts)} texts with the text encoder of {name}")
-    tokenizer, text_encoder, dtype = load_text_encoder(name, params["model"]["device"], params["model"]["dtype"])
+    with model_errors():
+        tokenizer, text_encoder, dtype = load_text_encoder(name, params["model"]["device"], params["model"]["dtype"])
     encoder = TextEncoder(tokenizer, text_encoder, encoder_id(name, dtype))
     cached = encoder.load(out)
     encoder.ensure(texts)

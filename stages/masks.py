@@ -8,9 +8,13 @@ import click
 import pandas as pd
 from tqdm.auto import tqdm
 
-from _common import atomic_dir, load_params, model_name, stage_command
+from _common import atomic_dir, load_params, stage_command
+from _models import model_errors, model_name, preflight
 
 from ale_edit.atomic import write_json
+from ale_edit.compat import provenance
+from ale_edit.models import DEFAULT_DETECTOR_DTYPE
+from ale_edit.preflight import grounding_needs
 from ale_edit.bench.edit_masks import build_edit_masks, mask_phrase_sets
 from ale_edit.bench.instances import split_failed
 from ale_edit.images import working_size
@@ -25,6 +29,10 @@ from ale_edit.io import load_image
 def main(params_file, bench, edits, out):
     params = load_params(params_file)
     p, size = params["masks"], int(params["edit"]["size"])
+    names = {"detector": model_name(params, "detector"), "segmenter": model_name(params, "segmenter"),
+             "dtype": params["model"].get("detector_dtype", DEFAULT_DETECTOR_DTYPE)}
+    if p["source"] != "manual":
+        preflight(grounding_needs(names["detector"], names["segmenter"]))
     bench = Path(bench)
     manifest = json.loads((bench / "manifest.json").read_text())
     entries = {e["image"]: e for e in manifest["images"]}
@@ -36,8 +44,9 @@ def main(params_file, bench, edits, out):
     if p["source"] != "manual":
         from ale_edit.grounding import detect_masks, load_grounding_models
 
-        models = load_grounding_models(model_name(params, "detector"), model_name(params, "segmenter"),
-                                       device=params["model"]["device"])
+        with model_errors():
+            models = load_grounding_models(names["detector"], names["segmenter"], device=params["model"]["device"],
+                                           dtype=names["dtype"])
         detect = functools.partial(detect_masks, models=models, box_threshold=float(p["box_threshold"]),
                                    text_threshold=float(p["text_threshold"]))
     records = []
@@ -51,6 +60,9 @@ def main(params_file, bench, edits, out):
             records += build_edit_masks(image, image_name, phrase_sets, tmp, source=p["source"], manual=manual,
                                         detect=detect)
         write_json(tmp / "masks.json", records)
+        # Which Grounded-SAM made the detected masks (the segmenter follows edit.compat when model.segmenter is null).
+        write_json(tmp / "models.json", {**names, "compat": provenance(
+            params["edit"].get("compat") or "none", {"model.segmenter": names["segmenter"]}, prefix="model.")})
     counts = pd.Series([r["origin"] for r in records]).value_counts().to_dict()
     click.echo(f"masks ({p['source']}): {counts} -> {out}")
 

@@ -15,8 +15,9 @@ from ale_edit.bench.backends import BACKENDS, RayOptions
 from ale_edit.bench.edit_masks import MASK_SOURCES
 from ale_edit.bench.names import DINO_INPUTS, MASK_WEIGHTS, TE_VARIANTS
 from ale_edit.edit_types import BENCHMARKS, EDIT_TYPE_KEYS, EDIT_TYPES, PIE_EDIT_TYPES
+from ale_edit.compat import PROFILES
 from ale_edit.editor import MAX_SEED
-from ale_edit.models import DTYPES
+from ale_edit.models import DEFAULT_DETECTOR, DEFAULT_DETECTOR_DTYPE, DEFAULT_SEGMENTER, DTYPES
 from ale_edit.options import Options, SettingError, did_you_mean, from_mapping, mapping_kwargs, option
 
 
@@ -64,10 +65,13 @@ class ModelParams(Options):
 
     preset: str = option("real", "real, or tiny: every model small, random and offline.", choices=("real", "tiny"))
     diffusion: str = option("SimianLuo/LCM_Dreamshaper_v7", "The latent consistency model.")
-    detector: str = option("IDEA-Research/grounding-dino-base", "Grounding DINO.")
-    segmenter: str = option("facebook/sam-vit-huge", "SAM.")
+    detector: str = option(DEFAULT_DETECTOR, "Grounding DINO.")
+    segmenter: str | None = option(None, f"SAM or SAM 2; null: from edit.compat (none: {DEFAULT_SEGMENTER}, "
+                                         f"authors: {PROFILES['authors']['model.segmenter']}).")
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
     dtype: str = option("auto", "auto: fp16 on CUDA, fp32 on CPU.", choices=("auto", *DTYPES))
+    detector_dtype: str = option(DEFAULT_DETECTOR_DTYPE, "Grounding DINO's and SAM's dtype (masks stage).",
+                                 choices=("auto", *DTYPES))
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,9 @@ class ScoreParams(Options):
     mask_weights: str | None = option(None, "binary | soft (authors); null: from edit.compat.", choices=MASK_WEIGHTS)
     te_variant: str | None = option(None, "mean (eq. 6) | joined (authors); null: from edit.compat.",
                                     choices=tuple(TE_VARIANTS))
-    resize_edited: bool = option(True, "Resize edits to their source's size (else such edits are error rows).")
+    resize_edited: bool | None = option(True, "Resize edits to their source's size (else such edits are error "
+                                              "rows); null: from edit.compat (none: false, authors: true).")
+    lpips_weights: str = option("", "LPIPS' SqueezeNet weights file; '': torchvision's cache under $TORCH_HOME.")
     batch_size: int = option(16, "Edits per model call.", minimum=1)
     grid_edits: int = option(4, "Edits per type in the image grids.", minimum=0)
     backend: str = option("local", "local: the stage's process; ray: a pool of Ray actors (score.ray).",

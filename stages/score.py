@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from _common import atomic_dir, edit_type_of, edit_type_option, load_params, model_name, stage_command
+from _common import atomic_dir, edit_type_of, edit_type_option, load_params, stage_command
+from _models import model_errors, model_name, preflight, score_model_needs
 from params import ScoreRayParams, ray_section
 
 from ale_edit.bench.backends import BACKENDS, RayConnectionError, RayMissingError, require_ray
@@ -37,6 +38,7 @@ def main(type_key, params_file, bench, results, out, backend):
             require_ray()  # before anything loads
         except RayMissingError as exc:
             raise click.ClickException(str(exc)) from exc
+    preflight(score_model_needs(params))
     results, out = Path(results or f"results/{edit_type.key}"), Path(out or f"scores/{edit_type.key}")
     # score.mask_weights / score.te_variant null: from edit.compat (none: binary, mean; authors: soft, joined)
     benchmark = manifest_kind(json.loads((Path(bench) / "manifest.json").read_text()))
@@ -53,7 +55,8 @@ def main(type_key, params_file, bench, results, out, backend):
     except EditInputError as exc:
         raise click.ClickException(str(exc)) from exc
     spec = MetricModelSpec(params["model"]["preset"], clip=model_name(params, "clip"), dino=model_name(params, "dino"),
-                           lpips=model_name(params, "lpips"), device=params["model"]["device"])
+                           lpips=model_name(params, "lpips"), device=params["model"]["device"],
+                           lpips_weights=p.get("lpips_weights") or None)
     batch_size, inputs = int(p["batch_size"]), {"results_dir": str(results), "bench_dir": str(bench)}
     if backend == "ray":
         from ale_edit.bench.ray_backend import plan_pool, ray_cluster
@@ -68,7 +71,9 @@ def main(type_key, params_file, bench, results, out, backend):
         except (RayConnectionError, SettingError) as exc:  # the pool or the address in params.yaml
             raise click.ClickException(str(exc)) from exc
     else:
-        run = score_edits(records, spec.load(), settings, batch_size=batch_size, **inputs)
+        with model_errors():
+            models = spec.load()
+        run = score_edits(records, models, settings, batch_size=batch_size, **inputs)
     with atomic_dir(out) as tmp:
         write_outputs(run.per_edit, run.metrics, tmp)
     errors = int(run.per_edit["error"].notna().sum())

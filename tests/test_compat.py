@@ -19,9 +19,10 @@ from ale_edit.settings import EditSettings
 from ale_edit.steps import StepController
 
 PAIRS = [("cup", "cup made of gold"), ("book", "red-colored book")]
-EDIT_KEYS = {k: v for k, v in PROFILES["authors"].items() if not k.startswith("score.")}
+EDIT_KEYS = {k: v for k, v in PROFILES["authors"].items() if k.startswith(("edit.", "ale."))}
 DEFAULTS = {"ale.ore_index_quirk": False, "ale.ore_zeroing": "other_phrases", "edit.vae_latent": "mode",
-            "ale.bb_mask": "nearest", "ale.bb_start": 0, "edit.last_alpha": "final", "ale.final_blend": False}
+            "ale.bb_mask": "nearest", "ale.bb_start": 0, "edit.last_alpha": "final", "ale.final_blend": False,
+            "edit.dilation": 0.01}
 # A value other than the profile's for each key (final_blend is off in both: the profile names it for the record).
 OTHER = {**DEFAULTS, "ale.final_blend": True}
 
@@ -191,3 +192,44 @@ def test_cli_records_the_profile_and_the_overrides(ale_bench, tmp_path):
     assert record["settings"]["options"]["ore_index_quirk"] is False
     assert record["compat"]["overridden"] == {"ale.ore_index_quirk": False}
     assert record["compat"]["from_profile"]["ale.bb_mask"] == "multiscale"
+
+
+def test_dilation_follows_the_profile():
+    from ale_edit.masks import dilation_radius
+
+    assert EditSettings().dilation == 0.01 and dilation_radius(0.01, 768) == 7  # the paper's "seven pixels" at 768
+    assert EditSettings(compat="authors").dilation == 0.04 and dilation_radius(0.04, 768) == 30
+    assert EditSettings(compat="authors", dilation=0.02).compat_record()["overridden"] == {"edit.dilation": 0.02}
+
+
+def test_the_pipeline_segmenter_follows_edit_compat(monkeypatch):
+    import sys
+
+    from stage_utils import ROOT, project_params
+
+    monkeypatch.syspath_prepend(str(ROOT / "stages"))
+    from _models import model_name
+
+    params = project_params()
+    assert params["model"]["segmenter"] is None and params["edit"]["dilation"] is None  # both follow edit.compat
+    assert model_name(params, "segmenter") == "facebook/sam-vit-huge"
+    params["edit"]["compat"] = "authors"
+    assert model_name(params, "segmenter") == "facebook/sam2.1-hiera-large"
+    params["model"]["segmenter"] = "models/sam-vit-h"
+    assert model_name(params, "segmenter") == "models/sam-vit-h"
+    assert EditSettings.from_params(params).dilation == 0.04
+    sys.modules.pop("_models", None)
+
+
+def test_cli_records_the_segmenter_and_the_dilation(ale_bench, tmp_path):
+    image = ale_bench / "images" / "artificial_img05.jpg"
+    out = tmp_path / "edited.png"
+    result = CliRunner().invoke(main, ["edit", str(image), "-e", "cup=cup made of gold", "--compat", "authors",
+                                       "--model", "tiny", "--size", "64", "--steps", "2", "-o", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["settings"]["dilation"] == 0.04 and record["compat"]["from_profile"]["edit.dilation"] == 0.04
+    assert record["grounding"] == {
+        "detector": "tiny", "segmenter": "tiny", "dtype": "fp32",
+        "compat": {"profile": "authors", "from_profile": {}, "overridden": {"model.segmenter": "tiny"}}}

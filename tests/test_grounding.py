@@ -277,6 +277,38 @@ def test_a_sam2_video_checkpoint_loads_as_the_image_segmenter(bench_image, tmp_p
     assert all(m.dtype == bool for m in masks)
 
 
+@pytest.mark.slow
+def test_the_published_sam2_1_architecture_loads_from_the_hub_cache_and_segments_a_box(bench_image, tmp_path,
+                                                                                      monkeypatch):
+    """SAM 2.1 Hiera-T as published (transformers' default Sam2VideoConfig is facebook/sam2.1-hiera-tiny's, the
+    smallest SAM 2.1; Hiera-L, the authors', differs only in widths and depths), random weights, saved in the
+    Hugging Face cache's layout and read offline by hub id through the preflight and the loader."""
+    from huggingface_hub import constants
+    from transformers import Sam2ImageProcessor, Sam2Model, Sam2Processor, Sam2VideoConfig, Sam2VideoModel
+
+    repo, commit = "facebook/sam2.1-hiera-tiny", "0" * 40
+    snapshot = tmp_path / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        video = Sam2VideoModel(Sam2VideoConfig())
+    video.save_pretrained(snapshot)
+    Sam2Processor(image_processor=Sam2ImageProcessor()).save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    models = load_grounding_models("tiny", repo, device="cpu")
+    assert type(models.segmenter) is Sam2Model and models.segmenter.config.model_type == "sam2_video"
+    saved, loaded = video.state_dict(), models.segmenter.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in loaded)  # every weight of the image model read back
+    boxes = [(10.0, 8.0, 60.0, 50.0), (40.0, 20.0, 95.0, 71.0)]
+    masks = segment_boxes(bench_image, boxes, models)
+    assert [m.shape for m in masks] == [(72, 96), (72, 96)] and all(m.dtype == bool for m in masks)
+    assert not np.array_equal(masks[0], masks[1])  # the box prompts the mask
+    assert all(np.array_equal(a, b) for a, b in zip(masks, segment_boxes(bench_image, boxes, models)))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Dilation
 
@@ -334,3 +366,40 @@ def test_dilation_radius():
     assert dilation_radius(0.0, 512) == 0.0
     with pytest.raises(ValueError):
         dilation_radius(-0.01, 512)
+
+
+def test_the_command_line_and_the_masks_stage_give_identical_masks(ale_bench, tmp_path):
+    """Grounded-SAM runs in fp32 in both, whatever the diffusion model's --dtype (bf16 here: the detector in bf16
+    misses the cup this fp32 run finds)."""
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from ale_edit.cli import main
+    from stage_utils import bench_stage, invoke, smoke_params, write_params
+
+    image = ale_bench / "images" / "artificial_img05.jpg"
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(main, ["edit", str(image), "-e", "cup=gold cup", "-e", "book=red book", "--model",
+                                       "tiny", "--size", "64", "--steps", "2", "--dtype", "bf16", "--dilation", "0",
+                                       "--save-masks", str(out), "-o", str(out / "edit.png")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "edit.json").read_text())
+    assert record["mask_sources"]["cup"] == "detected" and record["grounding"]["dtype"] == "fp32"
+
+    params = smoke_params(ale_bench, masks__source="auto")
+    params["bench"]["images"] = ["artificial_img05"]
+    bench = bench_stage(tmp_path, params)
+    edits = tmp_path / "edits.parquet"
+    pd.DataFrame({"image": ["artificial_img05"], "sources": [["cup", "book"]]}).to_parquet(edits)
+    masks = tmp_path / "masks"
+    result = invoke("masks", ["--params", str(write_params(tmp_path / "params.yaml", params)), "--bench", str(bench),
+                              "--edits", str(edits), "--out", str(masks)])
+    assert result.exit_code == 0, result.output
+    records = {r["phrase"]: r for r in json.loads((masks / "masks.json").read_text())}
+    assert {p: r["origin"] for p, r in records.items()} == record["mask_sources"]
+    stage_mask = np.array(Image.open(masks / records["cup"]["file"]))
+    cli_mask = np.array(Image.open(out / "cup_mask.png"))
+    assert stage_mask.any() and np.array_equal(stage_mask, cli_mask)
+    assert json.loads((masks / "models.json").read_text())["dtype"] == "fp32"

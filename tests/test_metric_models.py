@@ -42,3 +42,66 @@ def test_models_load_from_local_folders(tmp_path, models):
     (tmp_path / "empty").mkdir()  # a folder is read locally only: no network, a clear error
     with pytest.raises(OSError, match="cannot load the DINO model"):
         load_dino(str(tmp_path / "empty"))
+
+
+def test_dino_checkpoint_with_its_unused_pooler_loads_without_a_load_report(tmp_path):
+    """DINO's hub checkpoints hold a pooler the structure distance never reads: it is left out without a report;
+    anything else amiss in a checkpoint is still reported."""
+    import logging
+
+    from transformers import ViTConfig, ViTModel
+
+    from ale_edit.bench.metric_models import load_dino
+
+    reports = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reports.append(record.getMessage())
+    logger = logging.getLogger("transformers.modeling_utils")  # where transformers logs its load report
+    logger.addHandler(handler)
+    try:
+        config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                           image_size=224, patch_size=8)
+        torch.manual_seed(0)
+        full = ViTModel(config)  # with the pooler, as facebook/dino-vitb8 is saved
+        full.save_pretrained(tmp_path / "dino")
+        dino = load_dino(str(tmp_path / "dino"))
+        assert dino.pooler is None
+        assert all(torch.equal(v, full.state_dict()[k]) for k, v in dino.state_dict().items())
+        assert not [r for r in reports if "LOAD REPORT" in r]
+        ViTModel.from_pretrained(tmp_path / "dino", add_pooling_layer=False)  # transformers alone reports it
+        (report,) = [r for r in reports if "LOAD REPORT" in r]
+        assert "pooler.dense.weight" in report and "UNEXPECTED" in report
+        # A checkpoint missing a real weight is still reported through load_dino.
+        ViTModel(ViTConfig(**{**config.to_dict(), "num_hidden_layers": 1})).save_pretrained(tmp_path / "short")
+        config.save_pretrained(tmp_path / "short")  # the config says 2 layers, the weights hold 1
+        reports.clear()
+        load_dino(str(tmp_path / "short"))
+        (report,) = [r for r in reports if "LOAD REPORT" in r]
+        assert "MISSING" in report and "layers.1" in report
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_lpips_backbone_from_a_weights_file(tmp_path):
+    """score.lpips_weights: torchvision's SqueezeNet 1.1 state dict, read into LPIPS' backbone slices."""
+    import torchvision
+
+    from ale_edit.bench.metric_models import build_lpips, load_metric_models
+    from ale_edit.errors import ModelUnavailableError
+
+    torch.manual_seed(3)
+    squeezenet = torchvision.models.squeezenet1_1(weights=None)
+    path = tmp_path / "squeezenet1_1-b8a52dc0.pth"
+    torch.save(squeezenet.state_dict(), path)
+    lpips = build_lpips("squeeze", weights=path)
+    features = squeezenet.features.state_dict()
+    backbone = lpips.net.state_dict()
+    assert len(backbone) == len(features) == 50  # 26 convolutions' weights and biases
+    assert all(torch.equal(v, features[k.split(".", 2)[2]]) for k, v in backbone.items())
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(lpips.net(x)[-1], torch.relu(squeezenet.features(x)))  # its last slice is SqueezeNet's output
+    models = load_metric_models("tiny", lpips="squeeze", lpips_weights=path, device="cpu")
+    assert torch.equal(models.lpips.net.slices[0][0].weight, squeezenet.features[0].weight)
+    torch.save({"weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ModelUnavailableError, match="cannot read LPIPS' SqueezeNet weights from .*other.pth"):
+        build_lpips("squeeze", weights=tmp_path / "other.pth")

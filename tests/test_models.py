@@ -64,5 +64,26 @@ def test_lcm_timesteps():
 
 
 def test_unreachable_model_is_named(tmp_path):
-    with pytest.raises(OSError, match="cannot load the diffusion model"):
+    with pytest.raises(OSError, match="the diffusion model '.*no-such-model': no such folder"):
         load_diffusion_models(str(tmp_path / "no-such-model"), "cpu")
+
+
+def test_a_folder_that_fails_to_load_is_named_on_one_line(tmp_path):
+    # Every config is there (preflight passes), the weights are not: the loader's reason, on one line.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_diffusion_models(TINY, "cpu").save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(OSError, match="cannot load the diffusion model") as info:
+        load_diffusion_models(str(tmp_path / "model"), "cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_grounding_models_follow_the_compat_profile_and_a_given_one_wins():
+    from ale_edit.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, grounding_model_names
+
+    assert DEFAULT_SEGMENTER == "facebook/sam-vit-huge"  # Grounded-SAM's SAM ViT-H, the paper's
+    assert grounding_model_names() == {"detector": DEFAULT_DETECTOR, "segmenter": DEFAULT_SEGMENTER}
+    assert grounding_model_names("authors")["segmenter"] == "facebook/sam2.1-hiera-large"
+    assert grounding_model_names("authors", segmenter="./sam")["segmenter"] == "./sam"
+    assert grounding_model_names("authors", tiny=True) == {"detector": TINY, "segmenter": TINY}

@@ -442,13 +442,16 @@ def test_score_settings_from_compat_and_explicit_values():
     authors = score_settings("authors")
     assert (authors.mask_weights, authors.te_variant, authors.te_column) == ("soft", "joined", "te_leakage_joined")
     assert authors.compat == {"profile": "authors", "overridden": {},
-                              "from_profile": {"score.mask_weights": "soft", "score.te_variant": "joined"}}
+                              "from_profile": {"score.mask_weights": "soft", "score.te_variant": "joined",
+                                               "score.resize_edited": True}}
+    assert authors.resize_edited and not score_settings().resize_edited
+    assert not score_settings("authors", resize_edited=False).resize_edited  # an explicit value wins
     mixed = score_settings_from_params({"mask_weights": "binary", "te_variant": None, "dino_input": "corrected",
                                         "resize_edited": True}, "authors")
     assert (mixed.mask_weights, mixed.te_variant, mixed.dino_input, mixed.resize_edited) == (
         "binary", "joined", "corrected", True)
     assert mixed.compat["overridden"] == {"score.mask_weights": "binary"}
-    assert mixed.compat["from_profile"] == {"score.te_variant": "joined"}
+    assert mixed.compat["from_profile"] == {"score.te_variant": "joined", "score.resize_edited": True}
     assert mixed.scorer_options() == {"mask_weights": "binary", "dino_input": "corrected", "resize_edited": True}
     assert score_settings_from_params({}, "none") == ScoreSettings()
     with pytest.raises(ValueError, match="unknown te_variant 'median'"):
@@ -463,7 +466,9 @@ def test_score_command_with_compat_records_its_settings(ale_bench, tmp_path):
                if p.sources == ("table",)][:1]
     folder = tmp_path / "results" / "1" / inst.edit_type / inst.image
     folder.mkdir(parents=True)
-    shutil.copy(image_path(ale_bench, inst.image), folder / f"edit_{inst.index}.png")
+    # An edit at the working size, 768 px, of a 1000 px source: the authors' evaluator resizes it back.
+    edited = Image.open(image_path(ale_bench, inst.image)).resize((768, 768), Image.BICUBIC)
+    edited.save(folder / f"edit_{inst.index}.png")
     table = np.array(Image.open(masks_for_image(ale_bench, inst.image)["table"]).convert("L")) / 255.0
 
     def run(*options):
@@ -477,11 +482,13 @@ def test_score_command_with_compat_records_its_settings(ale_bench, tmp_path):
     settings = metrics["settings"]
     assert (settings["mask_weights"], settings["te_variant"]) == ("soft", "joined")
     assert settings["compat"] == {"profile": "authors", "overridden": {},
-                                  "from_profile": {"score.mask_weights": "soft", "score.te_variant": "joined"}}
+                                  "from_profile": {"score.mask_weights": "soft", "score.te_variant": "joined",
+                                                   "score.resize_edited": True}}
     assert settings["models"] == {"clip": "tiny", "dino": "tiny", "lpips": "tiny"}
     assert per_edit.attrs["settings"] == settings
     assert "TE reported: joined (joined prompt)" in output and '"te_leakage_joined"' in output
     row = per_edit.set_index("edit_id").loc[inst.key]
+    assert settings["resize_edited"] and row["resized_from"] == "768x768" and pd.isna(row["error"])
     assert row["bg_fraction"] == pytest.approx(1 - table.mean(), rel=1e-12)
 
     output, metrics, per_edit = run("--compat", "authors", "--mask-weights", "binary", "--te-variant", "mean")
@@ -489,6 +496,7 @@ def test_score_command_with_compat_records_its_settings(ale_bench, tmp_path):
     assert "TE reported: mean (eq. 6)" in output and '"te_leakage"' in output
     assert per_edit.set_index("edit_id").loc[inst.key, "bg_fraction"] == pytest.approx(1 - (table >= 0.5).mean())
 
-    _, metrics, _ = run()
+    _, metrics, per_edit = run()
     assert metrics["settings"]["compat"] == {"profile": "none", "from_profile": {}, "overridden": {}}
     assert (metrics["settings"]["mask_weights"], metrics["settings"]["te_variant"]) == ("binary", "mean")
+    assert "--resize-edited" in per_edit.set_index("edit_id").loc[inst.key, "error"]  # profile none: not resized

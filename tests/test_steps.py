@@ -26,9 +26,13 @@ def expected_injection(s: float, num_steps: int) -> set[int]:
     return {k for k in range(num_steps) if exact * num_steps > k + 1}
 
 
-def ale_injected(schedule: float, num_steps: int) -> set[int]:
-    """The steps ALE's controller injects on, its schedules built as the editor builds them (float32)."""
-    ctl = AleController(num_steps=num_steps, schedules=torch.tensor([schedule], dtype=torch.float32))
+TENSOR_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+NUMPY_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def ale_injected(schedule: float, num_steps: int, dtype=torch.float32) -> set[int]:
+    """The steps ALE's controller injects on, its schedules a tensor of ``dtype``."""
+    ctl = AleController(num_steps=num_steps, schedules=torch.tensor([schedule], dtype=dtype))
     injected = set()
     for k in range(num_steps):
         ctl.begin_step(k)
@@ -51,6 +55,49 @@ def test_float32_schedules_inject_exactly_the_decimal_rule():
     for s in FRACTIONS:
         for num_steps in STEP_COUNTS:
             assert ale_injected(s, num_steps) == expected_injection(s, num_steps), (s, num_steps)
+
+
+@pytest.mark.parametrize("dtype", TENSOR_DTYPES)
+def test_schedules_of_every_dtype_inject_exactly_the_decimal_rule(dtype):
+    # bfloat16(0.6) = 0.6015625 and float16(0.6) = 0.60009765625 both exceed 9/15: read as binary, step 8 joins.
+    assert float(torch.tensor(0.6, dtype=dtype)) * 15 > 9 or dtype == torch.float64
+    assert ale_injected(0.6, 15, dtype) == set(range(8))
+    for s in FRACTIONS:
+        for num_steps in STEP_COUNTS:
+            assert ale_injected(s, num_steps, dtype) == expected_injection(s, num_steps), (s, dtype, num_steps)
+
+
+@pytest.mark.parametrize("kind", NUMPY_DTYPES)
+def test_numpy_scalar_schedules_inject_exactly(kind):
+    for s in FRACTIONS:
+        assert steps.exceeds(kind(s), 15) == expected_injection(s, 15), (s, kind)
+    assert steps.exceeds(kind(0.6), 15) == set(range(8))
+
+
+@pytest.mark.parametrize("value", [np.float32(0.6), np.float16(0.6), torch.tensor(0.6, dtype=torch.bfloat16), 0.6])
+def test_an_edit_request_keeps_the_decimal_of_its_schedule(value):
+    from ale_edit.editor import EditRequest
+
+    schedule = EditRequest(None, [("a", "b")], schedule=value).resolved_schedule()
+    assert type(schedule) is float and repr(schedule) == "0.6"
+    assert steps.exceeds(schedule, 15) == set(range(8))
+
+
+def test_shortest_decimal_is_the_shortest_that_reads_back_in_its_dtype():
+    # bfloat16 keeps 8 significant bits: 0.6 and 0.601 are the same number there; the shorter is what was written.
+    assert torch.tensor(0.601, dtype=torch.bfloat16) == torch.tensor(0.6, dtype=torch.bfloat16)
+    assert steps.exact(torch.tensor(0.601, dtype=torch.bfloat16)) == Fraction(3, 5)
+    # float32 tells them apart, and 0.123456789 reads back as its nearest short decimal in float32
+    assert steps.exact(torch.tensor(0.601)) == Fraction(601, 1000)
+    assert steps.exact(torch.tensor(0.123456789)) == Fraction(12345679, 10**8)
+    for dtype in TENSOR_DTYPES:
+        for s in FRACTIONS + [0.05, 0.35, 0.123]:
+            value = torch.tensor(s, dtype=dtype)
+            decimal = steps.exact(value)
+            assert torch.tensor(float(decimal), dtype=dtype) == value, (s, dtype)  # it reads back
+            assert decimal == Fraction(str(s)), (s, dtype)
+    with pytest.raises(ValueError, match="finite"):
+        steps.exact(torch.tensor(float("nan"), dtype=torch.bfloat16))
 
 
 def test_every_method_uses_the_exact_rule_on_float32_schedules():
@@ -96,8 +143,8 @@ def test_masactrl_starts_at_its_step():
     assert [k for k in range(15) if (ctl.begin_step(k), ctl.active(0))[1]] == list(range(4, 15))
 
 
-@pytest.mark.parametrize("value", [0.6, np.float32(0.6), np.float64(0.6), torch.tensor(0.6),
-                                   torch.tensor(0.6, dtype=torch.float16), "0.6", Fraction(3, 5)])
+@pytest.mark.parametrize("value", [0.6, np.float16(0.6), np.float32(0.6), np.float64(0.6), np.longdouble("0.6"),
+                                   *(torch.tensor(0.6, dtype=d) for d in TENSOR_DTYPES), "0.6", Fraction(3, 5)])
 def test_exact_reads_the_decimal_written(value):
     assert steps.exact(value) == Fraction(3, 5)
 

@@ -9,8 +9,9 @@ weights (``"tiny"``), offline, for tests. The real models are the ones the publi
 - DINO ViT-B/8 (``facebook/dino-vitb8``, transformers ``ViTModel``); the structure distance reads the last layer's
   keys with a forward hook on its key projection (see ``dino_key_projection``);
 - LPIPS with the SqueezeNet backbone, torchmetrics' module. Its linear heads ship inside torchmetrics; its backbone's
-  ImageNet weights come from torchvision's download cache (``$TORCH_HOME/hub/checkpoints``), so a machine without
-  internet needs that file there once.
+  ImageNet weights are torchvision's ``squeezenet1_1-b8a52dc0.pth``: a file given explicitly (``lpips_weights``,
+  params.yaml's ``score.lpips_weights``, ``--lpips-weights``), else torchvision's download cache
+  (``$TORCH_HOME/hub/checkpoints``), so a machine without internet needs that file once, in either place.
 
 Metrics run in float32 by default on every device (the published numbers are fp32); pass a dtype to change that.
 The device comes from ``ale_edit.models.resolve_device``.
@@ -18,13 +19,18 @@ The device comes from ``ale_edit.models.resolve_device``.
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, ViTConfig, ViTModel
 
+from ..errors import ModelUnavailableError
 from ..models import pretrained_kwargs, resolve_device, resolve_dtype
+from ..preflight import check_models, metric_needs
 from ..tokenizer import clip_tokenizer
 
 try:  # transformers >= 5: the PIL-based processor is the one that reproduces transformers 4.x's default
@@ -103,7 +109,24 @@ def build_tiny_dino(seed: int = 0) -> ViTModel:
         return ViTModel(config, add_pooling_layer=False)
 
 
-def build_lpips(net: str = DEFAULT_LPIPS_NET, seed: int = 0, *, pretrained_backbone: bool = True) -> nn.Module:
+class UnusedPoolerReportFilter(logging.Filter):
+    """Drops transformers' load report when all it lists is the pooler left out on purpose (DINO's checkpoints
+    hold one, the structure distance never reads it); any other unexpected or missing key is still reported.
+
+    (A ``ViTModel`` subclass that declares the pooler ignorable would be custom code to transformers 5, which then
+    skips the key renaming the checkpoint needs.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "LOAD REPORT" not in text:
+            return True
+        rows = [[cell.strip() for cell in line.split("|")] for line in text.splitlines() if line.count("|") >= 2]
+        entries = [(key, status) for key, status, *_ in rows if status and status != "Status"]
+        return not (entries and all(k.startswith("pooler.") and s == "UNEXPECTED" for k, s in entries))
+
+
+def build_lpips(net: str = DEFAULT_LPIPS_NET, seed: int = 0, *, pretrained_backbone: bool = True,
+                weights: str | os.PathLike | None = None) -> nn.Module:
     """torchmetrics' LPIPS module with the SqueezeNet backbone.
 
     ``"squeeze"``: ImageNet-trained backbone (torchvision weights, downloaded once into the torch hub cache) and
@@ -111,7 +134,8 @@ def build_lpips(net: str = DEFAULT_LPIPS_NET, seed: int = 0, *, pretrained_backb
     net_type="squeeze")`` holds. ``pretrained_backbone=False`` keeps that architecture, input size and heads over
     a seeded random backbone (nothing downloaded: benchmarks of the real cost). ``"tiny"``: the same over a random
     backbone, reading its input resized to ``TINY_LPIPS_SIZE`` px (torchmetrics' ``resize``), so nothing is
-    downloaded and 1000-px images score in milliseconds.
+    downloaded and 1000-px images score in milliseconds. ``weights``: torchvision's SqueezeNet 1.1 state dict file
+    for the backbone of ``"squeeze"``, instead of torchvision's download cache.
     """
     # The module class is private in torchmetrics, but it is exactly what the public metric wraps (``metric.net``),
     # and the public metric cannot be built without the download, nor give per-image or spatial scores.
@@ -123,13 +147,31 @@ def build_lpips(net: str = DEFAULT_LPIPS_NET, seed: int = 0, *, pretrained_backb
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return _NoTrainLpips(net="squeeze", pnet_rand=True, resize=TINY_LPIPS_SIZE if net == TINY else None)
+    if weights:
+        return _lpips_from_file(_NoTrainLpips(net="squeeze", pnet_rand=True), weights)
     try:
         return _NoTrainLpips(net="squeeze")
     except (OSError, RuntimeError) as exc:  # urllib's URLError is an OSError
-        raise OSError(
+        raise ModelUnavailableError(
             f"cannot load LPIPS' SqueezeNet backbone ({exc}). torchvision downloads squeezenet1_1 weights into "
-            f"{torch.hub.get_dir()}/checkpoints once; copy the file there on an offline machine, or use 'tiny'."
+            f"{torch.hub.get_dir()}/checkpoints once; copy the file there on an offline machine (or give its path "
+            f"as score.lpips_weights / --lpips-weights), or use 'tiny'."
         ) from exc
+
+
+def _lpips_from_file(lpips: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """``lpips`` with its SqueezeNet backbone read from torchvision's state dict file ``path``: the backbone's
+    ``slices.<s>.<i>.*`` are torchvision's ``features.<i>.*``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        lpips.net.load_state_dict({k: features[k.split(".", 2)[2]] for k in lpips.net.state_dict()})
+    except (OSError, RuntimeError, KeyError, AttributeError, pickle.UnpicklingError) as exc:
+        raise ModelUnavailableError(
+            f"cannot read LPIPS' SqueezeNet weights from {str(path)!r} ({type(exc).__name__}: {exc}); it must be "
+            f"torchvision's squeezenet1_1 state dict (squeezenet1_1-b8a52dc0.pth)"
+        ) from exc
+    return lpips
 
 
 def load_clip(name: str = DEFAULT_CLIP_MODEL, *, seed: int = 0) -> tuple[CLIPModel, CLIPTokenizer, object]:
@@ -141,8 +183,8 @@ def load_clip(name: str = DEFAULT_CLIP_MODEL, *, seed: int = 0) -> tuple[CLIPMod
         model = CLIPModel.from_pretrained(name, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(name, **kwargs)
         processor = _ClipImageProcessor.from_pretrained(name, **kwargs)
-    except OSError as exc:
-        raise OSError(
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
             f"cannot load the CLIP model {name!r} ({exc}). Give a hub id reachable from here, a local folder "
             f"saved with save_pretrained (model, tokenizer and preprocessor_config.json), or 'tiny'."
         ) from exc
@@ -153,13 +195,17 @@ def load_dino(name: str = DEFAULT_DINO_MODEL, *, seed: int = 0) -> ViTModel:
     """DINO ViT from a hub id or local folder (without the unused pooler); ``"tiny"`` builds one offline."""
     if name == TINY:
         return build_tiny_dino(seed)
+    report_filter, logger = UnusedPoolerReportFilter(), logging.getLogger("transformers.modeling_utils")
+    logger.addFilter(report_filter)
     try:
         return ViTModel.from_pretrained(name, add_pooling_layer=False, **pretrained_kwargs(name))
-    except OSError as exc:
-        raise OSError(
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
             f"cannot load the DINO model {name!r} ({exc}). Give a hub id reachable from here, a local ViTModel "
             f"folder, or 'tiny'."
         ) from exc
+    finally:
+        logger.removeFilter(report_filter)
 
 
 def dino_key_projection(model: ViTModel) -> nn.Module:
@@ -208,13 +254,14 @@ class MetricModelSpec:
     lpips: str | None = None
     device: str | None = None
     dtype: str | None = "fp32"
+    lpips_weights: str | None = None
 
     def names(self) -> dict[str, str]:
         return metric_model_names(self.preset, clip=self.clip, dino=self.dino, lpips=self.lpips)
 
     def load(self) -> "MetricModels":
         return load_metric_models(self.preset, clip=self.clip, dino=self.dino, lpips=self.lpips, device=self.device,
-                                  dtype=self.dtype)
+                                  dtype=self.dtype, lpips_weights=self.lpips_weights)
 
 
 def load_metric_models(
@@ -226,20 +273,24 @@ def load_metric_models(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = "fp32",
     seed: int = 0,
+    lpips_weights: str | os.PathLike | None = None,
 ) -> MetricModels:
     """Load all metric models. ``preset`` ``"real"`` or ``"tiny"`` picks the defaults; ``clip``/``dino`` (a hub
     id, a local folder or ``"tiny"``) and ``lpips`` (``"squeeze"`` or ``"tiny"``) override one model each.
 
     ``dtype`` applies to CLIP and DINO (``None``/``"auto"``: ``resolve_dtype``'s choice); LPIPS always runs in fp32.
+    ``lpips_weights``: the SqueezeNet weights file of the real LPIPS (see ``build_lpips``). Every model is found
+    first (``preflight``): a missing one is named, with the others, before any loads.
     """
     names = metric_model_names(preset, clip=clip, dino=dino, lpips=lpips)
     clip_name, dino_name, lpips_name = names["clip"], names["dino"], names["lpips"]
     device = resolve_device(device)
     dtype = resolve_dtype(device, dtype)
+    check_models(metric_needs(clip_name, dino_name, lpips_name, lpips_weights))
 
     clip_model, tokenizer, processor = load_clip(clip_name, seed=seed)
     dino_model = load_dino(dino_name, seed=seed + 1)
-    lpips_model = build_lpips(lpips_name, seed=seed + 2)
+    lpips_model = build_lpips(lpips_name, seed=seed + 2, weights=lpips_weights)
     for module, module_dtype in ((clip_model, dtype), (dino_model, dtype), (lpips_model, torch.float32)):
         module.requires_grad_(False)
         module.eval()

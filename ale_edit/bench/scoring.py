@@ -115,8 +115,9 @@ def score_results(
     compat: str = "none",
     mask_weights: str | None = None,
     te_variant: str | None = None,
-    resize_edited: bool = False,
+    resize_edited: bool | None = None,
     require_all: bool = False,
+    lpips_weights: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> ScoreRun:
     """Score a results folder against ALE-Bench; with ``out_dir``, write ``per_edit.parquet`` and ``metrics.json``.
@@ -125,7 +126,8 @@ def score_results(
     ``lpips_net`` overriding one model each. ``mask_weights`` (``binary``/``soft``) and ``te_variant``
     (``mean``/``joined``) default to the ``compat`` profile's (``none``: binary, mean; ``authors``: soft,
     joined). ``resize_edited`` resizes edited images of another size than their source instead of recording an
-    error. This is what ``ale-edit score`` runs.
+    error (``None``: the profile's; ``authors`` resizes). ``lpips_weights``: LPIPS' SqueezeNet weights file. This
+    is what ``ale-edit score`` runs.
     """
     settings = score_settings(compat, mask_weights=mask_weights, te_variant=te_variant, dino_input=dino_input,
                               resize_edited=resize_edited)
@@ -137,7 +139,7 @@ def score_results(
         )
     if isinstance(models, str):
         models = load_metric_models(models, clip=clip_model, dino=dino_model, lpips=lpips_net, device=device,
-                                    dtype=dtype)
+                                    dtype=dtype, lpips_weights=lpips_weights)
     run = score_edits(records, models, settings, batch_size=batch_size, pixel_budget=pixel_budget,
                       progress=progress, layout=layout, results_dir=str(results_dir), bench_dir=str(bench_dir))
     if out_dir is not None:

@@ -2,7 +2,8 @@
 
 ``score.mask_weights`` (``binary`` | ``soft``) and ``score.te_variant`` (``mean`` | ``joined``) are the settings
 ``ale_edit.compat``'s ``authors`` profile switches (to ``soft`` and ``joined``); a value given explicitly (not
-``None``) wins over the profile. ``dino_input`` and ``resize_edited`` are settings of their own. The resolved
+``None``) wins over the profile; so does ``score.resize_edited`` (``authors``: true, as their evaluator resizes every
+edit to its source's size). ``dino_input`` is a setting of its own. The resolved
 settings, with the compat provenance, are recorded with the scores (``record``), and with them the benchmark when
 it is PIE-Bench (``benchmark``: the aggregates, the headline and the report take its layout, Table 14, from it).
 """
@@ -16,7 +17,7 @@ from .. import compat
 from ..edit_types import BENCHMARKS
 from .names import DINO_INPUTS, MASK_WEIGHTS, TE_VARIANTS
 
-DEFAULTS: dict[str, Any] = {"score.mask_weights": "binary", "score.te_variant": "mean"}
+DEFAULTS: dict[str, Any] = {"score.mask_weights": "binary", "score.te_variant": "mean", "score.resize_edited": False}
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,17 @@ def score_settings(
     mask_weights: str | None = None,
     te_variant: str | None = None,
     dino_input: str = "published",
-    resize_edited: bool = False,
+    resize_edited: bool | None = None,
     benchmark: str = "ale",
 ) -> ScoreSettings:
-    """Resolve the settings: ``mask_weights``/``te_variant`` when given (not ``None``), else the profile's, else
-    the defaults (``binary``, ``mean``)."""
-    given = {"score.mask_weights": mask_weights, "score.te_variant": te_variant}
+    """Resolve the settings: ``mask_weights``/``te_variant``/``resize_edited`` when given (not ``None``), else the
+    profile's, else the defaults (``binary``, ``mean``, no resizing)."""
+    given = {"score.mask_weights": mask_weights, "score.te_variant": te_variant,
+             "score.resize_edited": resize_edited}
     resolved = {key: compat.resolve(compat_profile, key, given[key], DEFAULTS[key]) for key in given}
     return ScoreSettings(
         mask_weights=resolved["score.mask_weights"], te_variant=resolved["score.te_variant"],
-        dino_input=dino_input, resize_edited=bool(resize_edited),
+        dino_input=dino_input, resize_edited=bool(resolved["score.resize_edited"]),
         compat=compat.provenance(compat_profile, given, prefix="score."), benchmark=benchmark,
     )
 
@@ -80,13 +82,13 @@ def score_settings_from_params(score_section: Mapping, compat_profile: str = "no
     """The settings of params.yaml's ``score`` section under the top-level ``compat`` profile, for the edits of
     ``benchmark``.
 
-    ``mask_weights``/``te_variant`` ``null`` (or absent) take the profile's value; ``dino_input`` defaults to
-    ``published`` and ``resize_edited`` to false.
+    ``mask_weights``/``te_variant``/``resize_edited`` ``null`` (or absent) take the profile's value;
+    ``dino_input`` defaults to ``published``.
     """
     return score_settings(
         compat_profile,
         mask_weights=score_section.get("mask_weights"),
         te_variant=score_section.get("te_variant"),
         dino_input=score_section.get("dino_input") or "published",
-        resize_edited=bool(score_section.get("resize_edited", False)), benchmark=benchmark,
+        resize_edited=score_section.get("resize_edited"), benchmark=benchmark,
     )

@@ -19,15 +19,18 @@ from ..editor import MAX_SEED, EditRequest, Editor, validate_request
 from ..errors import EditInputError
 from ..io import load_mask, orientation_note, read_image, save_mask
 from ..methods import DEFAULT_METHOD, method_class, method_classes, method_names
-from ..models import DEFAULT_DIFFUSION_MODEL, TINY, load_diffusion_models, resolve_device, resolve_dtype
+from ..compat import provenance
+from ..models import (
+    DEFAULT_DETECTOR, DEFAULT_DETECTOR_DTYPE, DEFAULT_DIFFUSION_MODEL, DEFAULT_SEGMENTER, DTYPES, TINY,
+    grounding_model_names, load_diffusion_models, resolve_device, resolve_dtype,
+)
 from ..options import SettingError
 from ..paths import check_output_image_path, safe_file_name
+from ..preflight import check_models, diffusion_need, grounding_needs
 from ..settings import EditSettings
 from ..text import check_edit_lengths
 from .options import Number, given, parse_sets, settings_options
 
-DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
-DEFAULT_SEGMENTER = "facebook/sam-vit-huge"
 DEFAULT_OPTIONS = method_class(DEFAULT_METHOD).Options  # the default method's options: flags of their own
 
 
@@ -72,7 +75,12 @@ def mask_file_name(phrase: str) -> str:
               help="Diffusion model: hub id, local diffusers folder, or 'tiny' (random weights, offline, every "
                    "model tiny).")
 @click.option("--detector", default=None, help=f"Grounding DINO id or folder [default: {DEFAULT_DETECTOR}].")
-@click.option("--segmenter", default=None, help=f"SAM id or folder [default: {DEFAULT_SEGMENTER}].")
+@click.option("--segmenter", default=None,
+              help=f"SAM or SAM 2 id or transformers folder (a segment-anything .pth: convert it with ale-edit "
+                   f"convert-sam) [default: {DEFAULT_SEGMENTER}; --compat authors: facebook/sam2.1-hiera-large].")
+@click.option("--detector-dtype", default=DEFAULT_DETECTOR_DTYPE, show_default=True,
+              type=click.Choice(("auto", *DTYPES)),
+              help="Grounding DINO's and SAM's dtype, apart from --dtype: their thresholds can flip in fp16.")
 @click.option("--seed", default=42, show_default=True, type=click.IntRange(0, MAX_SEED))
 @click.option("--box-threshold", default=0.45, show_default=True, type=Number("masks.box_threshold", 0, 1))
 @click.option("--text-threshold", default=0.4, show_default=True, type=Number("masks.text_threshold", 0, 1))
@@ -81,8 +89,8 @@ def mask_file_name(phrase: str) -> str:
 @click.option("--save-masks", type=click.Path(path_type=Path), default=None, help="Write the masks used here.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="The edited image (.png, .jpg, .webp, ...); its JSON record is written beside it.")
-def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, detector, segmenter, seed,
-         box_threshold, text_threshold, device, dtype, save_masks, output, **settings):
+def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, detector, segmenter, detector_dtype,
+         seed, box_threshold, text_threshold, device, dtype, save_masks, output, **settings):
     """Edit IMAGE: each -e SOURCE=TARGET changes one object; writes the image and a JSON record beside it."""
     pairs = [parse_assignment(e, "-e/--edit") for e in edits]
     mask_files = dict(parse_assignment(m, "--mask") for m in mask_args)
@@ -98,12 +106,16 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
         check_edit_lengths(pairs)  # the tokenizer alone: an over-long phrase is named before a model loads
         masks = {p: load_mask(f, source.size, name=p) for p, f in mask_files.items()}
         request = EditRequest(source, pairs, masks, edit_type=edit_type, schedule=schedule, seed=seed)
+        grounding = grounding_model_names(edit_settings.compat, detector, segmenter, tiny=model == TINY)
+        detects = method_class(method).uses_masks and any(p not in masks for p, _ in pairs)
+        # Every model this edit needs is found before any loads: a missing one is named in seconds.
+        check_models([diffusion_need(model)]
+                     + (grounding_needs(grounding["detector"], grounding["segmenter"]) if detects else []))
         models = load_diffusion_models(model, device, dtype)
         editor = Editor(models, edit_settings)
-        if editor.method.uses_masks and any(p not in masks for p, _ in pairs):
-            editor.detector = _detector(detector or (TINY if model == TINY else DEFAULT_DETECTOR),
-                                        segmenter or (TINY if model == TINY else DEFAULT_SEGMENTER),
-                                        device, dtype, box_threshold, text_threshold)
+        if detects:
+            editor.detector = _detector(grounding["detector"], grounding["segmenter"], device, detector_dtype,
+                                        box_threshold, text_threshold)
         result = editor.edit(request)
     except EditInputError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -111,6 +123,8 @@ def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, 
                   mask_files={p: str(f) for p, f in mask_files.items()}, exif_orientation=orientation)
     if note := orientation_note(image, orientation):
         record["warnings"] = [f"{note}; edited so, the output is stored upright", *record["warnings"]]
+    if detects:
+        record["grounding"] = grounding_record(grounding, edit_settings.compat, detector_dtype)
     try:
         if save_masks is not None:
             record["saved_masks"] = {}
@@ -145,6 +159,13 @@ def build_settings(method: str, values: dict, set_args) -> EditSettings:
                             **given(EditSettings, values))
     except SettingError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def grounding_record(names: dict, compat_profile: str, detector_dtype: str) -> dict:
+    """The edit record's ``grounding``: the detector and segmenter used, their dtype, and whether the segmenter is
+    the compat profile's (``model.segmenter``) or another."""
+    return {**names, "dtype": detector_dtype,
+            "compat": provenance(compat_profile, {"model.segmenter": names["segmenter"]}, prefix="model.")}
 
 
 def _detector(detector, segmenter, device, dtype, box_threshold, text_threshold):

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
-from ..bench.metric_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, LPIPS_NETS, PRESETS
+from ..bench.metric_models import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, LPIPS_NETS, PRESETS, metric_model_names
 from ..bench.scoring import (
     DINO_INPUTS, LAYOUTS, MASK_WEIGHTS, TE_VARIANT_LABELS, TE_VARIANTS, headline_metrics, score_results,
 )
 from ..compat import COMPAT_PROFILES
 from ..errors import EditInputError
+from ..preflight import check_models, metric_needs
 
 DTYPES = ("fp32", "fp16", "bf16", "auto")
 
@@ -40,9 +41,13 @@ DTYPES = ("fp32", "fp16", "bf16", "auto")
 @click.option("--te-variant", type=click.Choice(tuple(TE_VARIANTS)), default=None,
               help="The TE reported: mean (the paper's eq. 6, mean over targets) or joined (the joined target "
                    "prompt, as the authors' code); both are computed [default: from --compat; none: mean].")
-@click.option("--resize-edited", is_flag=True,
+@click.option("--lpips-weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="LPIPS' SqueezeNet weights (torchvision's squeezenet1_1-b8a52dc0.pth) [default: torchvision's "
+                   "download cache, $TORCH_HOME/hub/checkpoints].")
+@click.option("--resize-edited/--no-resize-edited", default=None,
               help="Resize an edited image of another size than its source (bicubic, as the authors' code) and "
-                   "record its size in the resized_from column; without it such an edit is an error row.")
+                   "record its size in the resized_from column; without it such an edit is an error row "
+                   "[default: from --compat; none: no, authors: yes].")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1),
               help="Edits loaded at a time, and the batch size of CLIP and DINO (the pixel metrics run in chunks "
                    "of about one 1000x1000 image, whatever the batch size).")
@@ -59,18 +64,21 @@ DTYPES = ("fp32", "fp16", "bf16", "auto")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for per_edit.parquet and metrics.json.")
 def score(results_dir, bench_dir, layout, preset, clip_model, dino_model, lpips_net, compat_profile, mask_weights,
-          te_variant, resize_edited, batch_size, device, dtype, dino_input, require_all, progress, out_dir):
+          te_variant, lpips_weights, resize_edited, batch_size, device, dtype, dino_input, require_all, progress,
+          out_dir):
     """Score the edited images in RESULTS_DIR: leakage (TE, TI), edit CLIP score, structure, background fidelity.
 
     Writes OUT/per_edit.parquet (one row per edit, with an `error` column for edits that could not be scored)
     and OUT/metrics.json (the settings, then means overall, by edit type, by number of objects and by both).
     """
     try:
+        names = metric_model_names(preset, clip=clip_model, dino=dino_model, lpips=lpips_net)
+        check_models(metric_needs(names["clip"], names["dino"], names["lpips"], lpips_weights, "--lpips-weights"))
         run = score_results(
             results_dir, bench_dir, out_dir, layout=layout, models=preset, clip_model=clip_model,
             dino_model=dino_model, lpips_net=lpips_net, device=device, dtype=dtype, batch_size=batch_size,
             dino_input=dino_input, compat=compat_profile, mask_weights=mask_weights, te_variant=te_variant,
-            resize_edited=resize_edited, require_all=require_all, progress=progress,
+            resize_edited=resize_edited, require_all=require_all, progress=progress, lpips_weights=lpips_weights,
         )
     except (EditInputError, OSError) as exc:  # bad benchmark/results input, or a model that cannot be loaded
         raise click.ClickException(str(exc)) from exc

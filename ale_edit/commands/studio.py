@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from ..errors import EditInputError
-from ..models import DEFAULT_DIFFUSION_MODEL
+from ..models import DEFAULT_DIFFUSION_MODEL, TINY, grounding_model_names
+from ..preflight import check_models, diffusion_need, grounding_needs
 
 
 @click.command("studio")
@@ -34,6 +35,8 @@ def studio(bench, masks_dir, model, detector, segmenter, device, host, port):
 
     try:
         require_gradio()
+        names = grounding_model_names("none", detector, segmenter, tiny=model == TINY)
+        check_models([diffusion_need(model), *grounding_needs(names["detector"], names["segmenter"])])
         session = Studio(bench, masks_dir, model, detector=detector, segmenter=segmenter, device=device)
     except (StudioDependencyError, EditInputError) as exc:
         raise click.ClickException(str(exc)) from exc
