@@ -214,7 +214,8 @@ def python(code: str, *args: str, path: Path = ROOT) -> subprocess.CompletedProc
 
 def test_listing_the_methods_imports_none_and_asking_for_one_imports_it_alone():
     code = ("import sys; from ale_edit.methods import method_names, method_class; names = method_names(); "
-            "loaded = lambda: sorted(m for m in sys.modules if m.count('.') == 2 and m.startswith('ale_edit.methods.'));"
+            "loaded = lambda: sorted(m for m in sys.modules if m.count('.') == 2 "
+            "and m.startswith('ale_edit.methods.')); "
             "before = loaded(); method_class('p2p'); print(names, before, loaded())")
     result = python(code)
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,8 @@ self-attention maps, the processor of each layer, and the baselines' local blend
 - ``take_source_maps``: the target branch's queries and keys become the source branch's (its values stay its own),
   so its self-attention maps are the source's: ALE-Edit's Q,K injection, P2P's and FPE's self-attention
   replacement, InfEdit's target branch.
-- ``layer_processors``: one processor (or one per layer) for the cross- and one for the self-attention layers.
+- ``layer_processors``: one processor (or one per layer) for the cross- and one for the self-attention layers;
+  ``BlendLayerCrossAttention``, the base of the baselines' cross-attention at the local blend's layers.
 - ``LocalBlend``: after a step, the target latent keeps its edit only where the edited words' cross-attention maps
   say, and takes another branch's latent elsewhere (prompt-to-prompt's ``LocalBlend``, InfEdit's blend). It holds
   which steps it blends after (a step set), the store of the maps its layers add over the run (cleared when a run
@@ -79,6 +80,16 @@ def layer_processors(cross: AttentionProcessor | Factory,
         return chosen if isinstance(chosen, AttentionProcessor) else chosen(layer)
 
     return make
+
+
+class BlendLayerCrossAttention(AttentionProcessor):
+    """A baseline's cross-attention processor of layer ``layer`` (its index in the forward pass); at a blend layer
+    (``store``, one of ``blend_layers``) it adds its maps to the controller's local blend."""
+
+    def __init__(self, controller, layer: int, store: bool = False):
+        self.controller = controller
+        self.layer = layer
+        self.store = store
 
 
 def blend_layers(blocks: Sequence[Layer], level: int = BLEND_LEVEL) -> set[int]:

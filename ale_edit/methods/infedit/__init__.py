@@ -48,8 +48,8 @@ from ...text import edit_layouts, edit_texts
 from ..base import EditBatch, Method, MethodRun, register
 from ..seq_aligner import ALIGNER_ORDERS, MAX_LENGTH, infedit_refinement_mapper, prompt_ids, split_words, word_tokens
 from ..shared import (
-    BOTH_HALVES, LocalBlend, blend_layers, joined_conditioning, layer_processors, on_grid, take_source_maps_of_chunks,
-    upsample,
+    BOTH_HALVES, BlendLayerCrossAttention, LocalBlend, blend_layers, joined_conditioning, layer_processors, on_grid,
+    take_source_maps_of_chunks, upsample,
 )
 
 INFEDIT_CROSS_REPLACE = 0.7  # the app's cross_replace_steps slider
@@ -267,16 +267,12 @@ class InfEditSelfAttention(AttentionProcessor):
         return attention(torch.cat(qs), torch.cat(ks), torch.cat(vs))
 
 
-class InfEditCrossAttention(AttentionProcessor):
+class InfEditCrossAttention(BlendLayerCrossAttention):
     """Cross-attention whose conditional target chunk, while replacing, uses ref(P_s); stores ref(P_s) and ref(P_m)
     at blend layers."""
 
     layout = THREE_BRANCHES
-
-    def __init__(self, controller: InfEditController, layer: int, store: bool = False):
-        self.controller = controller
-        self.layer = layer
-        self.store = store
+    controller: InfEditController
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
         q, k, v = cross_attention_qkv(attn, hidden_states, encoder_hidden_states)

@@ -51,7 +51,8 @@ from ...text import edit_layouts, edit_texts
 from ..base import EditBatch, Method, MethodRun, register
 from ..seq_aligner import MAX_LENGTH, prompt_ids, refinement_mapper, replacement_mapper, split_words, word_tokens
 from ..shared import (
-    CONDITIONAL, LocalBlend, blend_layers, joined_conditioning, layer_processors, on_grid, take_source_maps, upsample,
+    CONDITIONAL, BlendLayerCrossAttention, LocalBlend, blend_layers, joined_conditioning, layer_processors, on_grid,
+    take_source_maps, upsample,
 )
 
 P2P_CROSS_REPLACE = 0.8  # the notebook's cross_replace_steps (Replace and Refine examples)
@@ -223,16 +224,12 @@ class PromptToPromptController(StepController):
         return torch.einsum("bhnw,bwt->bhnt", p_source, matrices) + keep[:, None, None, :] * p_target
 
 
-class PromptToPromptCrossAttention(AttentionProcessor):
+class PromptToPromptCrossAttention(BlendLayerCrossAttention):
     """Cross-attention whose target-conditional chunk, while replacing, uses P~_t = P_s M + keep * P_t; at a blend
     layer (``store``) the maps feed the local blend."""
 
     layout = TWO_BRANCHES
-
-    def __init__(self, controller: PromptToPromptController, layer: int, store: bool = False):
-        self.controller = controller
-        self.layer = layer
-        self.store = store
+    controller: PromptToPromptController
 
     def attend(self, attn, hidden_states, encoder_hidden_states):
         q, k, v = cross_attention_qkv(attn, hidden_states, encoder_hidden_states)
