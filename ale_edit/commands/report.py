@@ -86,6 +86,7 @@ def _bench_kind(bench: Path) -> str:
 def _method_grid(images: dict[str, dict], bench: Path, n: int):
     from ..bench.dataset import image_path
     from ..bench.figures import method_grid
+    from ..io import load_image
 
     common = sorted(set.intersection(*(set(found) for found in images.values())))
     if not common:
@@ -93,7 +94,7 @@ def _method_grid(images: dict[str, dict], bench: Path, n: int):
     rows = []
     for edit_id in common[:n]:
         image = edit_id.split("/")[2]
-        rows.append({"source": Image.open(image_path(bench, image)), "caption": edit_id,
+        rows.append({"source": load_image(image_path(bench, image)), "caption": edit_id,
                      "edited": {label: found[edit_id]() for label, found in images.items()}})
     return method_grid(rows, list(images))
 
