@@ -60,9 +60,11 @@ def main(params_file, bench, edits, out):
             records += build_edit_masks(image, image_name, phrase_sets, tmp, source=p["source"], manual=manual,
                                         detect=detect)
         write_json(tmp / "masks.json", records)
-        # Which Grounded-SAM made the detected masks (the segmenter follows edit.compat when model.segmenter is null).
-        write_json(tmp / "models.json", {**names, "compat": provenance(
-            params["edit"].get("compat") or "none", {"model.segmenter": names["segmenter"]}, prefix="model.")})
+        # Which Grounded-SAM made the detected masks (the segmenter follows edit.compat when model.segmenter is null);
+        # refined masks only: none.
+        grounded = {**names, "compat": provenance(params["edit"].get("compat") or "none",
+                                                  {"model.segmenter": names["segmenter"]}, prefix="model.")}
+        write_json(tmp / "models.json", {"source": p["source"], **(grounded if detect is not None else {})})
     counts = pd.Series([r["origin"] for r in records]).value_counts().to_dict()
     click.echo(f"masks ({p['source']}): {counts} -> {out}")
 

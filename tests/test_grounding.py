@@ -402,4 +402,6 @@ def test_the_command_line_and_the_masks_stage_give_identical_masks(ale_bench, tm
     stage_mask = np.array(Image.open(masks / records["cup"]["file"]))
     cli_mask = np.array(Image.open(out / "cup_mask.png"))
     assert stage_mask.any() and np.array_equal(stage_mask, cli_mask)
-    assert json.loads((masks / "models.json").read_text())["dtype"] == "fp32"
+    assert json.loads((masks / "models.json").read_text()) == {
+        "source": "auto", "detector": "tiny", "segmenter": "tiny", "dtype": "fp32",
+        "compat": {"profile": "none", "from_profile": {}, "overridden": {}}}

@@ -59,9 +59,10 @@ def test_repro_experiment_and_metrics_diff(ale_bench, tmp_path):
     assert len(table) == 2 and all(label.startswith("ALE-Edit [") for label in table["method"])
     assert "TE (eq. 6) ↓" in table and len(pd.read_csv(project / "reports" / "by_objects.csv")) == 2 * 2
 
-    # compat: authors re-runs every edit and score: the authors' settings, soft masks, the joined TE reported.
+    # compat: authors re-runs every edit and score: the authors' settings, soft masks, the joined TE reported; and
+    # the masks, whose segmenter follows it.
     exp = sh(DVC + ["exp", "run", "-S", "edit.compat=authors"], project)
-    assert ran_stages(exp) == {"edit@color", "edit@object", "score@color", "score@object", "report"}
+    assert ran_stages(exp) == {"masks", "edit@color", "edit@object", "score@color", "score@object", "report"}
     detail = json.loads((project / "metrics" / "ale_bench_detail.json").read_text())
     assert detail["settings"]["mask_weights"] == "soft" and detail["settings"]["te_variant"] == "joined"
     headline = json.loads((project / "metrics" / "ale_bench.json").read_text())
