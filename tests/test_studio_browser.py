@@ -346,6 +346,8 @@ def test_screenshots_at_two_widths_show_the_page(page, files, tmp_path, width):
         assert png.size[0] == width
         pixels = np.asarray(png.convert("L"))
     assert len(np.unique(pixels)) > 20 and pixels.std() > 10  # text and widgets, not a blank page
+    for button in ("Detect", "Save masks", "Edit", "Compare every method", "Cancel"):  # drawn by the page's scripts
+        assert any(e.text.startswith(button) for e in page.find_elements(By.TAG_NAME, "button")), button
     # Nothing wider than the window: no horizontal scrolling at either width.
     assert page.execute_script("return document.documentElement.scrollWidth") <= width
 
