@@ -3,7 +3,6 @@ imported by the real ``masks`` stage, and the page driven by gradio_client (test
 it in a real browser)."""
 
 import json
-import socket
 import sys
 
 import numpy as np
@@ -23,11 +22,12 @@ from ale_edit.methods import method_names
 from ale_edit.pairs import mask_file_name
 from ale_edit.bench.dataset import load_prompt_instances
 from ale_edit.studio import (
-    MAX_PAIRS, NO_TYPE, STUDIO_EXTRA, Studio, detect_phrase_masks, dvc_command, edit_settings, given_options, instance_label,
-    mask_from_layers, mask_layer, option_fields, options_by_method, parse_pairs, parse_schedule, save_masks,
-    typed_number, whole_number,
+    MAX_PAIRS, NO_TYPE, STUDIO_EXTRA, Studio, detect_phrase_masks, dvc_command, edit_settings, given_options,
+    instance_label, mask_from_layers, mask_layer, option_fields, options_by_method, parse_pairs, parse_schedule,
+    save_masks, typed_number, whole_number,
 )
 from stage_utils import load_stage, smoke_params, write_params
+from studio_helpers import served as served_page
 
 IMAGE = "artificial_img05"
 SIZE, STEPS = 64, 2
@@ -35,12 +35,6 @@ SIZE, STEPS = 64, 2
 
 def invoke_stage(stage, args):
     return CliRunner().invoke(load_stage(stage), args, catch_exceptions=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def found_only(phrase, box):
@@ -65,9 +59,9 @@ def image(ale_bench):
 
 def test_bad_pairs_give_the_cli_s_own_errors(ale_bench, tmp_path, image):
     source = str(ale_bench / "images" / f"{IMAGE}.jpg")
-    for text, cli_args in (("cup", ["-e", "cup"]), ("cup=a\ncup=b", ["-e", "cup=a", "-e", "cup=b"]),
-                           ("cup= ", ["-e", "cup= "]), ("ball -> red ballbox=wooden box", ["-e", "ball -> red ballbox=wooden box"]),
-                           ("cup=a=b", ["-e", "cup=a=b"]), ("cup -> a -> b", ["-e", "cup -> a -> b"])):
+    one_line = ("cup", "cup= ", "ball -> red ballbox=wooden box", "cup=a=b", "cup -> a -> b")
+    for text, cli_args in (*((line, ["-e", line]) for line in one_line),
+                           ("cup=a\ncup=b", ["-e", "cup=a", "-e", "cup=b"])):
         with pytest.raises(EditInputError) as raised:
             parse_pairs(text, image)
         cli = CliRunner().invoke(main, ["edit", source, *cli_args, "--model", "tiny", "-o", str(tmp_path / "o.png")])
@@ -283,18 +277,11 @@ def test_a_folder_that_is_not_ale_bench_is_named_before_serving(tmp_path):
 @pytest.fixture(scope="module")
 def served(ale_bench, tmp_path_factory):
     pytest.importorskip("gradio")
-    from ale_edit.studio import serve
-
-    masks_dir = tmp_path_factory.mktemp("served_masks")
-    studio = Studio(ale_bench, masks_dir, "tiny", device="cpu")
-    port = free_port()
+    studio = Studio(ale_bench, tmp_path_factory.mktemp("served_masks"), "tiny", device="cpu")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(grounding, "run_detector", found_only("cup", (8.0, 8.0, 56.0, 56.0)))
-        app = serve(studio, "127.0.0.1", port, block=False)
-        try:
-            yield f"http://127.0.0.1:{port}/", studio
-        finally:
-            app.close()
+        with served_page(studio) as address:
+            yield address, studio
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import socket
 import time
 
 import numpy as np
@@ -33,8 +32,9 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from ale_edit.studio import (  # noqa: E402
-    BRUSH_RADIUS, EditCancelled, Studio, detect_phrase_masks, edit_settings, serve,
+    BRUSH_RADIUS, EditCancelled, Studio, detect_phrase_masks, edit_settings,
 )
+from studio_helpers import served  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -48,12 +48,6 @@ BOX = (slice(150, 300), slice(250, 450))  # the stub's detection on the working 
 SIZE = 640  # the working size the page is given
 EDGE = 4.0  # unchecked band either side of a stroke's boundary, in image pixels (see the module docstring)
 WAIT = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def box_detector(image, phrases):
@@ -85,19 +79,16 @@ def files(tmp_path_factory):
 def site(tmp_path_factory):
     studio = Studio(None, tmp_path_factory.mktemp("browser_masks"), "tiny", device="cpu")
     studio.detector = lambda: box_detector
-    port = free_port()
-    app = serve(studio, "127.0.0.1", port, block=False)
-    try:
-        yield f"http://127.0.0.1:{port}/", studio
-    finally:
-        app.close()
+    with served(studio) as address:
+        yield address, studio
 
 
 @pytest.fixture(scope="module")
 def browser():
     options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1000", "--force-device-scale-factor=1"):
+    # WebGL on SwiftShader (the editor's canvas is WebGL): faster here than Chromium's fallback without a GPU.
+    for arg in ("--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                "--disable-dev-shm-usage", "--window-size=1280,1000", "--force-device-scale-factor=1"):
         options.add_argument(arg)
     options.binary_location = CHROMIUM
     driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
@@ -191,12 +182,13 @@ class Canvas:
         oy = round(self.y0 + (y + 0.5) * self.scale - cy)
         return (ox, oy), ((cx + ox - self.x0) / self.scale - 0.5, (cy + oy - self.y0) / self.scale - 0.5)
 
-    def stroke(self, tool: str, start, end, steps=12) -> list[tuple[float, float]]:
+    def stroke(self, tool: str, start, end, steps=6) -> list[tuple[float, float]]:
         """Drag the pointer with ``tool`` from image pixel ``start`` to ``end``; the image pixels it passed."""
         element(self.driver, f"{self.editor} button[aria-label='{tool}']").click()
         points = [self.offset(start[0] + k / steps * (end[0] - start[0]), start[1] + k / steps * (end[1] - start[1]))
                   for k in range(steps + 1)]
-        actions = ActionChains(self.driver).move_to_element_with_offset(self.element, *points[0][0])
+        actions = ActionChains(self.driver, duration=10)  # ms per pointer move (Selenium's default: 250)
+        actions.move_to_element_with_offset(self.element, *points[0][0])
         actions.click_and_hold()
         for move, _ in points[1:]:
             actions.move_to_element_with_offset(self.element, *move)
@@ -334,22 +326,22 @@ def test_bad_numbers_show_their_message(page, files):
     wait_for(page, lambda d: "multiple of 64" in body_text(d))
 
 
-@pytest.mark.parametrize("width", [1280, 600])
-def test_screenshots_at_two_widths_show_the_page(page, files, tmp_path, width):
+def test_screenshots_at_1280_and_600_px_wide_show_the_whole_page(page, files, tmp_path):
     start(page, files, "ball=red ball\nbox=wooden box", size=64)
     detect(page, 2)
-    page.set_window_size(width, 1000)
-    time.sleep(0.5)
-    shot = tmp_path / f"studio_{width}.png"
-    page.save_screenshot(str(shot))
-    with Image.open(shot) as png:
-        assert png.size[0] == width
-        pixels = np.asarray(png.convert("L"))
-    assert len(np.unique(pixels)) > 20 and pixels.std() > 10  # text and widgets, not a blank page
-    for button in ("Detect", "Save masks", "Edit", "Compare every method", "Cancel"):  # drawn by the page's scripts
-        assert any(e.text.startswith(button) for e in page.find_elements(By.TAG_NAME, "button")), button
-    # Nothing wider than the window: no horizontal scrolling at either width.
-    assert page.execute_script("return document.documentElement.scrollWidth") <= width
+    for width in (1280, 600):
+        page.set_window_size(width, 1000)
+        time.sleep(0.5)
+        shot = tmp_path / f"studio_{width}.png"
+        page.save_screenshot(str(shot))
+        with Image.open(shot) as png:
+            assert png.size[0] == width
+            pixels = np.asarray(png.convert("L"))
+        assert len(np.unique(pixels)) > 20 and pixels.std() > 10  # text and widgets, not a blank page
+        for button in ("Detect", "Save masks", "Edit", "Compare every method", "Cancel"):  # drawn by the scripts
+            assert any(e.text.startswith(button) for e in page.find_elements(By.TAG_NAME, "button")), button
+        # Nothing wider than the window: no horizontal scrolling at either width.
+        assert page.execute_script("return document.documentElement.scrollWidth") <= width, width
 
 
 def shown_options(driver) -> dict[str, list[str]]:
