@@ -25,7 +25,8 @@ from ..models import (
     grounding_model_names, load_diffusion_models, resolve_device, resolve_dtype,
 )
 from ..options import SettingError
-from ..paths import check_output_image_path, safe_file_name
+from ..pairs import PairError, mask_file_name, parse_pair, split_assignment
+from ..paths import check_output_image_path
 from ..preflight import check_models, diffusion_need, grounding_needs
 from ..settings import EditSettings
 from ..text import check_edit_lengths
@@ -37,21 +38,6 @@ DEFAULT_OPTIONS = method_class(DEFAULT_METHOD).Options  # the default method's o
 def methods_help() -> str:
     """Every method with its label, the default first."""
     return "; ".join(f"{name}: {cls.label}" for name, cls in method_classes().items())
-
-
-def parse_assignment(value: str, option: str) -> tuple[str, str]:
-    """Split ``"left=right"`` at the first "=", both sides non-empty after stripping."""
-    if "=" not in value:
-        raise click.BadParameter(f"{value!r} is not of the form SOURCE=TARGET", param_hint=option)
-    left, right = (part.strip() for part in value.split("=", 1))
-    if not left or not right:
-        raise click.BadParameter(f"{value!r} has an empty side", param_hint=option)
-    return left, right
-
-
-def mask_file_name(phrase: str) -> str:
-    """ALE-Bench's convention, ``<phrase>_mask.png``, made safe, bounded and unique (``paths.safe_file_name``)."""
-    return safe_file_name(phrase, "_mask.png")
 
 
 @click.command("edit")
@@ -92,8 +78,14 @@ def mask_file_name(phrase: str) -> str:
 def edit(image, edits, mask_args, edit_type, schedule, method, set_args, model, detector, segmenter, detector_dtype,
          seed, box_threshold, text_threshold, device, dtype, save_masks, output, **settings):
     """Edit IMAGE: each -e SOURCE=TARGET changes one object; writes the image and a JSON record beside it."""
-    pairs = [parse_assignment(e, "-e/--edit") for e in edits]
-    mask_files = dict(parse_assignment(m, "--mask") for m in mask_args)
+    try:
+        pairs = [parse_pair(e) for e in edits]
+    except PairError as exc:
+        raise click.BadParameter(str(exc), param_hint="-e/--edit") from exc
+    try:
+        mask_files = dict(split_assignment(m, "SOURCE=FILE") for m in mask_args)
+    except PairError as exc:
+        raise click.BadParameter(str(exc), param_hint="--mask") from exc
     edit_settings = build_settings(method, settings, set_args)
     try:
         resolve_dtype(resolve_device(device), dtype)  # a device or dtype this machine lacks: named, up front
