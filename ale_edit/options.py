@@ -64,6 +64,8 @@ def _coerce_scalar(kind: type, value: Any, where: str) -> Any:
             raise SettingError(f"{where} must be a number, got {value!r}")
         if kind is int and isinstance(value, int):
             return value
+        if kind is int and isinstance(value, str) and value.strip().lstrip("+-").isdecimal():
+            return int(value)  # exactly: through float, 2**63 - 1 would round to 2**63
         try:
             number = kind(float(value)) if kind is int and isinstance(value, str) else kind(value)
         except (TypeError, ValueError, OverflowError):

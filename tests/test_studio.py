@@ -216,6 +216,20 @@ def test_a_blank_or_fractional_count_is_named():
             whole_number(value, "steps")
 
 
+def test_typed_numbers_follow_the_settings_numeric_rule():
+    """NaN and infinity are named like any other bad number, as on the command line and in params.yaml."""
+    for value in ("nan", "inf", float("nan"), float("-inf")):
+        with pytest.raises(EditInputError, match="steps must be a whole number"):
+            whole_number(value, "steps")
+    with pytest.raises(EditInputError, match="schedule must be a finite number; got nan"):
+        parse_schedule("nan")
+    with pytest.raises(EditInputError, match="schedule must be <= 1"):
+        parse_schedule("1.5")
+    with pytest.raises(EditInputError, match="seed must be <= 9223372036854775807"):
+        whole_number(2**63, "seed", 0, 2**63 - 1)
+    assert whole_number(str(2**63 - 1), "seed", 0, 2**63 - 1) == 2**63 - 1
+
+
 def page_values(method, **changed):
     """The values of ``method``'s option widgets as the page first shows them, with ``changed`` ones."""
     shown = {f.name: "" if f.metadata["default"] is None else f.metadata["default"] for f in option_fields(method)}
