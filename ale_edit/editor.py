@@ -128,6 +128,12 @@ class Editor:
                  progress: bool = True):
         self.models = models
         self.settings = settings
+        # LCM picks its steps among the model's original ones: more would be the scheduler's error at the first
+        # edit (every edit of a stage an error row); named once, here, before any work.
+        original = getattr(models.scheduler.config, "original_inference_steps", None)
+        if original is not None and settings.steps > original:
+            raise EditInputError(f"edit.steps (--steps) is {settings.steps}, more than the {original} original steps "
+                                 f"the LCM scheduler of {models.name} chooses its steps from; give at most {original}")
         self.method = method_class(settings.method)(settings.options)
         self.detector = detector
         self.text_encoder = text_encoder or TextEncoder(

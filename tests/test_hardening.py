@@ -478,3 +478,23 @@ def test_the_limit_is_applied_per_read_and_pil_keeps_its_own(tmp_path, monkeypat
     assert Image.MAX_IMAGE_PIXELS == before
     monkeypatch.delenv(MAX_PIXELS_VARIABLE)
     assert max_image_pixels() == before == 89478485  # PIL's own default
+
+
+def test_more_steps_than_the_lcm_schedule_has_is_named_once(ale_bench, tmp_path):
+    """LCM chooses its steps among the model's original ones (50): more is one named error when the editor is
+    built, not the scheduler's traceback at the first edit (every edit of a stage an error row)."""
+    from ale_edit.editor import Editor
+    from ale_edit.models import load_diffusion_models
+    from ale_edit.settings import EditSettings
+
+    models = load_diffusion_models("tiny")
+    assert models.scheduler.config.original_inference_steps == 50
+    Editor(models, EditSettings(steps=50))
+    with pytest.raises(EditInputError, match="edit.steps .--steps. is 51, more than the 50 original steps"):
+        Editor(models, EditSettings(steps=51))
+    out = tmp_path / "edited.png"
+    result = CliRunner().invoke(main, ["edit", str(ale_bench / "images" / "artificial_img05.jpg"), "-e",
+                                       "cup=gold cup", "-o", str(out), "--model", "tiny", "--size", "64",
+                                       "--steps", "60"])
+    assert_one_line_error(result, "give at most 50")
+    assert not out.exists() and not out.with_suffix(".json").exists()
