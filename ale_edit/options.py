@@ -150,6 +150,12 @@ class Options:
         check(self, self.section)
 
 
+def settable_fields(cls) -> list[dataclasses.Field]:
+    """The fields of a settings dataclass a person sets (declared with ``option``, with help, offered to the command
+    line and the studio), in declaration order."""
+    return [f for f in dataclasses.fields(cls) if f.init and f.metadata.get("cli", True) and "help" in f.metadata]
+
+
 def did_you_mean(name: str, known) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -36,7 +36,7 @@ from .io import load_image, resize_mask, save_mask
 from .masks import dilate_mask, dilation_radius
 from .methods import method_class, method_names
 from .models import DEFAULT_DIFFUSION_MODEL, TINY, grounding_model_names
-from .options import SettingError, check_number, parse_number, value_type
+from .options import SettingError, check_number, parse_number, settable_fields, value_type
 from .pairs import mask_file_name, parse_pair
 from .settings import EditSettings
 
@@ -293,8 +293,7 @@ def dvc_command(masks_dir: str | os.PathLike) -> str:
 def option_fields(method: str) -> list[dataclasses.Field]:
     """The options of ``method`` a person sets (its ``Options`` fields declared with ``options.option``, those the
     command line offers too), in declaration order."""
-    options = method_class(method).Options
-    return [f for f in dataclasses.fields(options) if f.init and "help" in f.metadata and f.metadata.get("cli", True)]
+    return settable_fields(method_class(method).Options)
 
 
 def option_value(method: str, f: dataclasses.Field, raw) -> Any:

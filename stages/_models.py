@@ -3,13 +3,8 @@ model a stage needs before it works."""
 
 from __future__ import annotations
 
-import contextlib
-
-import click
-
 import _common  # noqa: F401  (puts the repository root on sys.path)
 
-from ale_edit.errors import ModelUnavailableError
 from ale_edit.models import TINY, grounding_model_names
 from ale_edit.preflight import check_models, metric_needs
 
@@ -26,19 +21,11 @@ def model_name(params: dict, which: str) -> str:
     return str(params[section][which])
 
 
-@contextlib.contextmanager
-def model_errors():
-    """A model that cannot be found or loaded ends the stage with its one-line message, not a traceback."""
-    try:
-        yield
-    except ModelUnavailableError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 def preflight(needs) -> None:
-    """Every model the stage needs is found before it works (``ale_edit.preflight``); a miss is one line."""
-    with model_errors():
-        check_models(needs)
+    """Every model the stage needs is found before it works (``ale_edit.preflight``). A miss, or a model that
+    cannot be loaded, is a ``ModelUnavailableError``, which the stage's command (``_common.StageCommand``) ends in
+    one line like every input error."""
+    check_models(needs)
 
 
 def score_model_needs(params: dict) -> list:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from _common import atomic_dir, edit_type_of, edit_type_option, load_params, stage_command
-from _models import model_errors, model_name, preflight, score_model_needs
+from _models import model_name, preflight, score_model_needs
 from params import EditRayParams, ray_section
 
 from ale_edit.atomic import atomic_path, write_json
@@ -99,8 +99,7 @@ def main(type_key, params_file, bench, edits, masks, embeddings, out, backend, s
             raise click.ClickException(str(exc)) from exc
         texts = "texts encoded by the actors"
     else:
-        with model_errors():
-            editor = spec.load(embeddings)
+        editor = spec.load(embeddings)
         cached = len(editor.text_encoder.cache)
         jobs = jobs_for(settings_identity(editor))
         done_now = run_jobs(editor, shard(jobs, shard_index, num_shards), work, batch_size=batch_size)

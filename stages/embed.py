@@ -6,7 +6,7 @@ import click
 import pandas as pd
 
 from _common import load_params, stage_command
-from _models import model_errors, model_name, preflight
+from _models import model_name, preflight
 
 from ale_edit.bench.instances import row_prompts, split_failed
 from ale_edit.embeddings import TextEncoder, encoder_id
@@ -39,8 +39,7 @@ def main(params_file, edits, out):
     preflight([diffusion_need(name, text_encoder_only=True)])
     texts = texts_for(pd.read_parquet(edits))
     click.echo(f"embed: {len(texts)} texts with the text encoder of {name}")
-    with model_errors():
-        tokenizer, text_encoder, dtype = load_text_encoder(name, params["model"]["device"], params["model"]["dtype"])
+    tokenizer, text_encoder, dtype = load_text_encoder(name, params["model"]["device"], params["model"]["dtype"])
     encoder = TextEncoder(tokenizer, text_encoder, encoder_id(name, dtype))
     cached = encoder.load(out)
     encoder.ensure(texts)

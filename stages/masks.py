@@ -9,7 +9,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from _common import atomic_dir, load_params, stage_command
-from _models import model_errors, model_name, preflight
+from _models import model_name, preflight
 
 from ale_edit.atomic import write_json
 from ale_edit.compat import provenance
@@ -44,9 +44,8 @@ def main(params_file, bench, edits, out):
     if p["source"] != "manual":
         from ale_edit.grounding import detect_masks, load_grounding_models
 
-        with model_errors():
-            models = load_grounding_models(names["detector"], names["segmenter"], device=params["model"]["device"],
-                                           dtype=names["dtype"])
+        models = load_grounding_models(names["detector"], names["segmenter"], device=params["model"]["device"],
+                                       dtype=names["dtype"])
         detect = functools.partial(detect_masks, models=models, box_threshold=float(p["box_threshold"]),
                                    text_threshold=float(p["text_threshold"]))
     records = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from _common import atomic_dir, edit_type_of, edit_type_option, load_params, stage_command
-from _models import model_errors, model_name, preflight, score_model_needs
+from _models import model_name, preflight, score_model_needs
 from params import ScoreRayParams, ray_section
 
 from ale_edit.bench.backends import BACKENDS, RayConnectionError, RayMissingError, require_ray
@@ -71,8 +71,7 @@ def main(type_key, params_file, bench, results, out, backend):
         except (RayConnectionError, SettingError) as exc:  # the pool or the address in params.yaml
             raise click.ClickException(str(exc)) from exc
     else:
-        with model_errors():
-            models = spec.load()
+        models = spec.load()
         run = score_edits(records, models, settings, batch_size=batch_size, **inputs)
     with atomic_dir(out) as tmp:
         write_outputs(run.per_edit, run.metrics, tmp)

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 import click
 import yaml
 
-from ..options import SettingError, check_number, did_you_mean, value_type
+from ..options import SettingError, check_number, did_you_mean, settable_fields, value_type
 
 
 class Number(click.ParamType):
@@ -60,17 +60,13 @@ def field_option(cls, f: dataclasses.Field, section: str):
     return click.option(flag, f.name, type=kind, default=None, help=help_text)
 
 
-def cli_fields(cls) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.init and f.metadata.get("cli", True) and "help" in f.metadata]
-
-
 def settings_options(cls, section: str | None = None):
     """A decorator adding one option per command-line field of the settings dataclass ``cls``; its errors name the
     params.yaml ``section`` (by default the class's own ``section``, e.g. ``ale``)."""
     section = getattr(cls, "section", "") if section is None else section
 
     def decorate(command):
-        for f in reversed(cli_fields(cls)):
+        for f in reversed(settable_fields(cls)):
             command = field_option(cls, f, section)(command)
         return command
     return decorate
@@ -78,7 +74,7 @@ def settings_options(cls, section: str | None = None):
 
 def given(cls, values: dict[str, Any]) -> dict[str, Any]:
     """The values of ``cls``'s command-line fields that were given (not ``None``)."""
-    return {f.name: values[f.name] for f in cli_fields(cls) if values.get(f.name) is not None}
+    return {f.name: values[f.name] for f in settable_fields(cls) if values.get(f.name) is not None}
 
 
 def parse_sets(assignments: Iterable[str], sections: Sequence[str]) -> dict[str, dict[str, Any]]:
